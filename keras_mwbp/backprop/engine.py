@@ -1,0 +1,230 @@
+"""Forward passes that record every layer's input, and backward sweeps over them.
+
+The multi-way methods need to back-propagate one loss at a time through a
+forward pass that was run once. `record_forward` runs the functional graph
+node by node and, in isolated mode, cuts the tape between nodes with
+`stop_gradient` and watches each node's inputs again. Each node is then a
+separate piece of the tape, so `backward` can differentiate node by node,
+choose which nodes a loss may reach, and swap in a live Jacobian for layers
+with parameters.
+"""
+
+import tensorflow as tf
+
+from keras_mwbp import _keras_private as kp
+from keras_mwbp.backprop import rules
+
+
+class ForwardRecord:
+    """Tensors stored by one forward pass.
+
+    Attributes:
+        values: Dict from symbolic tensor id to the concrete tensor.
+        node_calls: Dict from node index to the `(args, kwargs)` it ran with.
+        node_inputs: Dict from node index to `{tensor id: input tensor}`.
+        node_outputs: Dict from node index to its list of output tensors.
+        pre_activations: Dict from node index to `(z, z_watched)` for layers
+            whose fused activation is treated as a layer of its own.
+    """
+
+    def __init__(self):
+        self.values = {}
+        self.node_calls = {}
+        self.node_inputs = {}
+        self.node_outputs = {}
+        self.pre_activations = {}
+
+
+def _is_float(tensor):
+    return tf.is_tensor(tensor) and tensor.dtype.is_floating
+
+
+def _watched_copy(tape, tensor):
+    if not _is_float(tensor):
+        return tensor
+    copy = tf.stop_gradient(tensor)
+    tape.watch(copy)
+    return copy
+
+
+def record_forward(
+    graph,
+    inputs,
+    tape,
+    *,
+    isolate,
+    update_state=True,
+    node_subset=None,
+    stop_gradient_inputs=None,
+):
+    """Runs the functional graph in training mode and records its tensors.
+
+    Call it inside the `tape` context.
+
+    Args:
+        graph: The model's `HeadGraph`.
+        inputs: Flat list of input tensors, one per model input.
+        tape: The `tf.GradientTape` recording the pass.
+        isolate: Whether to cut the tape between nodes (multi-way engine).
+        update_state: Whether layers may update their state, which only the
+            first forward pass of a step does.
+        node_subset: Node indices to run, or `None` for all.
+        stop_gradient_inputs: Dict from node index to the input tensor ids
+            that pass through `stop_gradient` there (where the auxiliary
+            heads of standard backprop read the backbone).
+
+    Returns:
+        A `ForwardRecord`.
+    """
+    record = ForwardRecord()
+    stop_gradient_inputs = stop_gradient_inputs or {}
+    for key, tensor in zip(graph.input_keys, inputs):
+        record.values[key] = tensor
+
+    for node in graph.nodes:
+        if node_subset is not None and node.index not in node_subset:
+            continue
+        local = {}
+        for key in node.input_keys:
+            tensor = record.values[key]
+            if isolate:
+                tensor = _watched_copy(tape, tensor)
+            elif key in stop_gradient_inputs.get(node.index, ()) and _is_float(
+                tensor
+            ):
+                tensor = tf.stop_gradient(tensor)
+            local[key] = tensor
+        args, kwargs = kp.fill_in_node_arguments(node.node, local)
+        layer = node.layer
+
+        if isolate and rules._has_fused_activation(layer):
+            pre_activation = rules.call_without_activation(layer, args, kwargs, True)
+            watched = _watched_copy(tape, pre_activation)
+            outputs = layer.activation(watched)
+            record.pre_activations[node.index] = (pre_activation, watched)
+        elif update_state:
+            outputs = rules.call_layer(layer, args, kwargs, True)
+        else:
+            outputs = rules.forward_without_side_effects(layer, args, kwargs, True)
+
+        outputs = kp.flatten(outputs)
+        record.node_calls[node.index] = (args, kwargs)
+        record.node_inputs[node.index] = local
+        record.node_outputs[node.index] = outputs
+        for key, tensor in zip(node.output_keys, outputs):
+            record.values[key] = tensor
+    return record
+
+
+def _accumulate(store, key, value):
+    if value is None:
+        return
+    if isinstance(value, tf.IndexedSlices):
+        value = tf.convert_to_tensor(value)
+    if key in store:
+        store[key] = store[key] + value
+    else:
+        store[key] = value
+
+
+def _node_vjp(node, record, tape, output_cotangents, live):
+    """Returns `(input_grads, variable_grads)` of one node.
+
+    `input_grads` maps input tensor ids to cotangents; `variable_grads` lists
+    `(variable, grad)` pairs.
+    """
+    layer = node.layer
+    index = node.index
+    inputs = record.node_inputs[index]
+    float_keys = [k for k in node.input_keys if _is_float(inputs[k])]
+    float_inputs = [inputs[k] for k in float_keys]
+    variables = list(layer.trainable_variables)
+    outputs = record.node_outputs[index]
+
+    if not variables:
+        if not float_inputs:
+            return {}, []
+        grads = tape.gradient(
+            outputs, float_inputs, output_gradients=output_cotangents
+        )
+        return dict(zip(float_keys, grads)), []
+
+    # Layers with parameters: first step back through a fused activation at
+    # the stored pre-activation, then through the layer itself.
+    if index in record.pre_activations:
+        _, watched = record.pre_activations[index]
+        cotangent = tape.gradient(
+            outputs[0], watched, output_gradients=output_cotangents[0]
+        )
+        target_cotangents = [cotangent]
+    else:
+        target_cotangents = output_cotangents
+
+    if live:
+        args, kwargs = record.node_calls[index]
+        with tf.GradientTape() as local_tape:
+            local_tape.watch(float_inputs)
+            if index in record.pre_activations:
+                targets = [rules.call_without_activation(layer, args, kwargs, True)]
+            else:
+                targets = kp.flatten(
+                    rules.forward_without_side_effects(layer, args, kwargs, True)
+                )
+        grads = local_tape.gradient(
+            targets, float_inputs + variables, output_gradients=target_cotangents
+        )
+    else:
+        if index in record.pre_activations:
+            targets = [record.pre_activations[index][0]]
+        else:
+            targets = outputs
+        grads = tape.gradient(
+            targets, float_inputs + variables, output_gradients=target_cotangents
+        )
+    input_grads = dict(zip(float_keys, grads[: len(float_inputs)]))
+    variable_grads = list(zip(variables, grads[len(float_inputs) :]))
+    return input_grads, variable_grads
+
+
+def backward(graph, record, tape, seeds, *, allowed, live):
+    """Back-propagates cotangents through the recorded nodes.
+
+    Args:
+        graph: The model's `HeadGraph`.
+        record: The `ForwardRecord` of an isolated forward pass.
+        tape: The persistent tape of that pass.
+        seeds: Dict from output tensor id to its cotangent.
+        allowed: Set of node indices the cotangents may reach.
+        live: Whether layers with parameters use the parameters' current
+            values (MW-BP) or the values read by the forward pass.
+
+    Returns:
+        Dict from `id(variable)` to `(variable, grad)`.
+    """
+    cotangents = dict(seeds)
+    variable_grads = {}
+    for node in reversed(graph.nodes):
+        if node.index not in allowed:
+            continue
+        outputs = record.node_outputs[node.index]
+        output_cotangents = [cotangents.get(k) for k in node.output_keys]
+        if all(c is None for c in output_cotangents):
+            continue
+        output_cotangents = [
+            tf.zeros_like(o) if c is None else tf.cast(c, o.dtype)
+            for o, c in zip(outputs, output_cotangents)
+        ]
+        input_grads, grads = _node_vjp(node, record, tape, output_cotangents, live)
+        for key, grad in input_grads.items():
+            _accumulate(cotangents, key, grad)
+        for variable, grad in grads:
+            if grad is None:
+                continue
+            if isinstance(grad, tf.IndexedSlices):
+                grad = tf.convert_to_tensor(grad)
+            if id(variable) in variable_grads:
+                previous = variable_grads[id(variable)][1]
+                variable_grads[id(variable)] = (variable, previous + grad)
+            else:
+                variable_grads[id(variable)] = (variable, grad)
+    return variable_grads
