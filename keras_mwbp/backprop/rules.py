@@ -17,9 +17,13 @@ from keras import ops
 from keras_mwbp import _keras_private as kp
 from keras_mwbp.graph import WEIGHTED_LAYER_TYPES
 
-# Swapping a layer's activation is not thread safe, and MirroredStrategy
-# traces each replica's step in its own thread.
-_ACTIVATION_LOCK = threading.RLock()
+# Linear views of layers with a fused activation, keyed by `id(layer)`. The
+# view is a shallow copy that shares the layer's variables but has a linear
+# activation. Swapping the activation on the layer itself is not an option:
+# MirroredStrategy traces each replica's step in its own thread, and the other
+# threads would see the swapped activation.
+_LINEAR_VIEWS = {}
+_LINEAR_VIEWS_LOCK = threading.Lock()
 
 
 def _has_fused_activation(layer):
@@ -39,19 +43,29 @@ def call_layer(layer, args, kwargs, training):
     return layer(*args, **kwargs)
 
 
+def _linear_view(layer):
+    with _LINEAR_VIEWS_LOCK:
+        entry = _LINEAR_VIEWS.get(id(layer))
+        if entry is None or entry[0] is not layer:
+            # A plain attribute copy: `copy.copy` goes through Keras's
+            # pickling hooks, which fail inside `tf.function`. Setting the
+            # attribute with `object.__setattr__` bypasses Keras tracking, so
+            # nothing is registered on the shared layer.
+            view = object.__new__(type(layer))
+            view.__dict__.update(layer.__dict__)
+            object.__setattr__(view, "activation", keras.activations.linear)
+            entry = (layer, view)
+            _LINEAR_VIEWS[id(layer)] = entry
+        return entry[1]
+
+
 def call_without_activation(layer, args, kwargs, training):
     """Calls a dense or convolution layer and returns its pre-activation.
 
     The activation fused into the layer is treated as a layer of its own, so
     its derivative can be taken at the stored pre-activation.
     """
-    with _ACTIVATION_LOCK:
-        activation = layer.activation
-        layer.activation = keras.activations.linear
-        try:
-            return call_layer(layer, args, kwargs, training)
-        finally:
-            layer.activation = activation
+    return call_layer(_linear_view(layer), args, kwargs, training)
 
 
 def _normalization_axes(layer, ndim):
