@@ -134,7 +134,10 @@ def build_head(features, num_classes, head=DEFAULT_HEAD, name="head"):
 
 
 def _as_functional(backbone):
-    """Returns a functional model over the backbone's layers (shared weights)."""
+    """Validates the backbone and returns a functional model over its layers.
+
+    The functional model shares the backbone's layers and weights.
+    """
     if not isinstance(backbone, keras.Model):
         raise ValueError(
             "Invalid value for argument `backbone`. Expected a functional "
@@ -333,7 +336,7 @@ def _describe_valid_names(name, valid_names):
 
 
 def _resolve_taps(taps, graph, output_key):
-    """Returns the `GraphNode` of each tap name, after checking it."""
+    """Validates the tap names and returns the `GraphNode` of each."""
     if isinstance(taps, str) or not isinstance(taps, (list, tuple)):
         raise ValueError(
             "Invalid value for argument `taps`. Expected a list of layer "
@@ -400,7 +403,10 @@ def _resolve_taps(taps, graph, output_key):
 
 
 def _final_head(output, num_classes, final_head, head_name):
-    """Returns `(logits, num_classes)` of the final head."""
+    """Builds the final head and returns `(logits, num_classes)`.
+
+    A rank-2 backbone output is returned unchanged as the final head.
+    """
     rank = len(output.shape)
     if rank == 2:
         width = output.shape[-1]
@@ -470,7 +476,8 @@ def attach_heads(
 
     The auxiliary heads are named "head_0" (the shallowest) to
     "head_{K-1}", and an added final head "head_{K}", so Keras reports
-    metrics such as "head_0_loss".
+    metrics such as "head_0_loss". A rank-2 backbone output keeps the name
+    of the layer that produces it.
 
     Example:
 
@@ -511,12 +518,13 @@ def attach_heads(
         head last.
 
     Raises:
-        ValueError: If both or neither of `taps` and `num_aux` are given, a
-            tap is not a layer of the backbone, is ambiguous or produces the
-            backbone's output, `num_aux` exceeds the number of block outputs,
-            a head type is unknown, `num_classes` is missing or does not
-            match a rank-2 output, or a head layer name is already used in
-            the backbone.
+        ValueError: For an invalid argument, with the value received. The
+            checks cover both or neither of `taps` and `num_aux`, a tap that
+            is not found, is called more than once or produces the
+            backbone's output, and a `num_aux` above the number of block
+            outputs. They also cover an unknown head type, a missing or
+            mismatched `num_classes`, and head layer names that the backbone
+            already uses.
     """
     if (taps is None) == (num_aux is None):
         raise ValueError(
@@ -540,6 +548,7 @@ def attach_heads(
     adds_final_head = len(output.shape) != 2
 
     if num_aux is not None:
+        # Every head type ends in one dense layer, which adds 1 to the depth.
         total_depth = output_depth + (1 if adds_final_head else 0)
         taps = _place_taps(functional, graph, int(num_aux), total_depth)
     tap_nodes = _resolve_taps(taps, graph, output_key)
@@ -580,10 +589,11 @@ def _check_head_names_unused(functional, num_heads, adds_final_head):
     prefixes = [f"head_{i}" for i in range(num_heads - 1)]
     if adds_final_head:
         prefixes.append(f"head_{num_heads - 1}")
-    suffixes = ("", "_bn", "_relu", "_pool", "_flatten")
-    clashes = sorted(
-        p + s for p in prefixes for s in suffixes if p + s in used
-    )
+    clashes = []
+    for prefix in prefixes:
+        for suffix in ("", "_bn", "_relu", "_pool", "_flatten"):
+            if prefix + suffix in used:
+                clashes.append(prefix + suffix)
     if clashes:
         raise ValueError(
             f"The backbone already has layers named {clashes}, which the "

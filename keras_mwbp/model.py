@@ -173,6 +173,43 @@ class MultiWayModel(keras.Model):
                     "do not decrease and the final head comes last."
                 )
 
+    def submodel(self, head=-1, name=None):
+        """Returns a standalone `keras.Model` from the inputs to one head.
+
+        The submodel shares its layers (and so its weights) with this model
+        and contains no layer of any other head, so it costs what that head
+        costs at inference.
+
+        Args:
+            head: Int. Head index, 0 for the shallowest; negative indices
+                count from the final head. Defaults to `-1`.
+            name: String or `None`. The submodel's name. Defaults to
+                `f"{self.name}_head_{index}"`.
+
+        Returns:
+            A functional `keras.Model` with a single output.
+
+        Raises:
+            ValueError: If `head` is not a valid head index.
+        """
+        if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
+            raise ValueError(
+                "Invalid value for argument `head`. Expected an integer head "
+                f"index. Received: head={head!r}"
+            )
+        if not -self.num_heads <= head < self.num_heads:
+            raise ValueError(
+                f"Invalid value for argument `head`. The model has "
+                f"{self.num_heads} heads, so expected an index in "
+                f"[{-self.num_heads}, {self.num_heads - 1}]. Received: head={head}"
+            )
+        index = head % self.num_heads
+        return keras.Model(
+            self.inputs,
+            self.outputs[index],
+            name=name or f"{self.name}_head_{index}",
+        )
+
     def loss_weights_now(self):
         """Returns the K+1 loss weights gamma the next step will use, as NumPy."""
         if self._use_fixed_loss_weights:
@@ -444,6 +481,44 @@ class MultiWayModel(keras.Model):
                 kp.unscale_loss_for_distribution(loss), sample_weight=batch_size
             )
         return self.compute_metrics(x, targets, predictions, sample_weight=sample_weight)
+
+    def _check_label_range(self, y):
+        """Raises if integer class labels do not fit a head's output width.
+
+        Only arrays and tensors are checked; labels inside a `tf.data`
+        pipeline or a generator are seen only when training runs.
+        """
+        if y is None or isinstance(y, (tf.data.Dataset,)):
+            return
+        targets = self.expand_targets(y)
+        for head, target in enumerate(targets):
+            if not isinstance(target, (np.ndarray, tf.Tensor)):
+                continue
+            labels = np.asarray(target)
+            if not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
+                continue
+            if labels.ndim > 1 and labels.shape[-1] != 1:
+                continue
+            width = self.outputs[head].shape[-1]
+            if width is None or width < 2:
+                continue
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= width:
+                raise ValueError(
+                    f"Labels out of range for head {head} "
+                    f"('{self.output_names[head]}'), which has {width} "
+                    f"classes: expected integers in [0, {width - 1}], "
+                    f"received labels in [{low}, {high}]. Give the head "
+                    f"num_classes={high + 1} or remap the labels."
+                )
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_label_range(y)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_label_range(y)
+        return super().evaluate(x, y, *args, **kwargs)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True

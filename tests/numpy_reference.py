@@ -1,7 +1,7 @@
 """Float64 NumPy reference for one training step of each backprop method.
 
 The reference is written by hand, independently of keras_mwbp, so the tests can
-compare the library's weights after `model.fit` with these. It supports the
+compare the library's weights after `model.fit` with its results. It supports the
 layer kinds the test models use: Dense and Conv2D (stride 1, odd kernel,
 "same" padding, optional fused ReLU), BatchNormalization in training mode,
 ReLU, Add and GlobalAveragePooling2D, all channels-last as in Keras.

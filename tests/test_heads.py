@@ -173,7 +173,7 @@ def test_head_dense_zero_bias_logits():
     dense = model.get_layer("aux")
 
     assert dense.activation is keras.activations.linear
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(dense.bias), np.zeros(3))
+    np.testing.assert_array_equal(dense.bias.numpy(), np.zeros(3))
 
 
 def test_head_unknown_type_lists_valid():
@@ -557,12 +557,12 @@ def test_fit_one_mwbp_step():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 8, 8, 3)).astype("float32")
     y = rng.integers(0, NUM_CLASSES, size=(4,))
-    kernel_before = keras.ops.convert_to_numpy(model.get_layer("conv1").kernel).copy()
+    kernel_before = model.get_layer("conv1").kernel.numpy().copy()
 
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
 
     for name in ("head_0_loss", "head_1_loss", "head_2_loss", "loss"):
         assert name in history.history
         assert np.isfinite(history.history[name][0])
-    kernel_after = keras.ops.convert_to_numpy(model.get_layer("conv1").kernel)
+    kernel_after = model.get_layer("conv1").kernel.numpy()
     assert not np.allclose(kernel_before, kernel_after)

@@ -9,6 +9,7 @@ choose which nodes a loss may reach, and swap in a live Jacobian for layers
 with parameters.
 """
 
+import keras
 import tensorflow as tf
 
 from keras_mwbp import _keras_private as kp
@@ -33,6 +34,7 @@ class ForwardRecord:
         self.node_inputs = {}
         self.node_outputs = {}
         self.pre_activations = {}
+        self.snapshot_values = {}
 
 
 def _is_float(tensor):
@@ -56,6 +58,7 @@ def record_forward(
     update_state=True,
     node_subset=None,
     stop_gradient_inputs=None,
+    snapshot=None,
 ):
     """Runs the functional graph in training mode and records its tensors.
 
@@ -73,9 +76,54 @@ def record_forward(
             that pass through `stop_gradient` there (where the auxiliary
             heads of standard backprop read the backbone).
 
+        snapshot: `None`, or a list of `(variable, value)` pairs: the pass
+            then reads these values instead of the variables (see
+            `take_snapshot`), and state updates made by layers are written
+            back to their variables afterwards.
+
     Returns:
         A `ForwardRecord`.
     """
+    if snapshot is None:
+        return _record_forward(
+            graph, inputs, tape, isolate, update_state, node_subset, stop_gradient_inputs
+        )
+    with keras.StatelessScope(state_mapping=list(snapshot)) as scope:
+        record = _record_forward(
+            graph, inputs, tape, isolate, update_state, node_subset, stop_gradient_inputs
+        )
+    record.snapshot_values = {id(v): value for v, value in snapshot}
+    mapped = {id(v) for v, _ in snapshot}
+    for node in graph.nodes:
+        for variable in node.layer.non_trainable_variables:
+            if id(variable) in mapped:
+                continue
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
+    return record
+
+
+def take_snapshot(variables):
+    """Reads the variables' values at the start of a multi-way step.
+
+    The forward pass of MW-BP must see the parameters as they were before
+    any head's update, but a deep layer's forward read is not a data input
+    of a shallow head's update. Inside `tf.function`, only a control edge
+    orders that read before the update, and Grappler's dependency optimizer
+    (TensorFlow 2.21) was seen to reorder it, so deep layers computed their
+    stored features with already updated parameters. Values returned by
+    `_ordered_read` are tensors, immune to later writes.
+
+    Returns:
+        A list of `(variable, value)` pairs.
+    """
+    return [(v, _ordered_read(v)) for v in variables]
+
+
+def _record_forward(
+    graph, inputs, tape, isolate, update_state, node_subset, stop_gradient_inputs
+):
     record = ForwardRecord()
     stop_gradient_inputs = stop_gradient_inputs or {}
     for key, tensor in zip(graph.input_keys, inputs):
@@ -114,6 +162,24 @@ def record_forward(
         for key, tensor in zip(node.output_keys, outputs):
             record.values[key] = tensor
     return record
+
+
+def _ordered_read(variable):
+    """Reads a variable's current value for a live Jacobian.
+
+    A plain read is ordered after the previous head's update only by a
+    control edge, and Grappler's dependency optimizer (TensorFlow 2.21) was
+    seen to let such reads see the old value inside `tf.function`. Adding
+    zero is a write, so the value it returns is ordered after every earlier
+    write to the variable.
+    """
+    # `assign_add(read_value=True)` returns a lazy read inside tf.function;
+    # `tf.identity` turns it into one tensor that every use shares.
+    return tf.identity(
+        variable.value.assign_add(
+            tf.zeros(variable.shape, variable.dtype), read_value=True
+        )
+    )
 
 
 def _accumulate(store, key, value):
@@ -162,24 +228,29 @@ def _node_vjp(node, record, tape, output_cotangents, live):
 
     if live:
         args, kwargs = record.node_calls[index]
+        values = [_ordered_read(v) for v in variables]
         with tf.GradientTape() as local_tape:
-            local_tape.watch(float_inputs)
-            if index in record.pre_activations:
-                targets = [rules.call_without_activation(layer, args, kwargs, True)]
-            else:
-                targets = kp.flatten(
-                    rules.forward_without_side_effects(layer, args, kwargs, True)
-                )
+            local_tape.watch(float_inputs + values)
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                if index in record.pre_activations:
+                    targets = [
+                        rules.call_without_activation(layer, args, kwargs, True)
+                    ]
+                else:
+                    targets = kp.flatten(
+                        rules.forward_without_side_effects(layer, args, kwargs, True)
+                    )
         grads = local_tape.gradient(
-            targets, float_inputs + variables, output_gradients=target_cotangents
+            targets, float_inputs + values, output_gradients=target_cotangents
         )
     else:
         if index in record.pre_activations:
             targets = [record.pre_activations[index][0]]
         else:
             targets = outputs
+        sources = [record.snapshot_values.get(id(v), v) for v in variables]
         grads = tape.gradient(
-            targets, float_inputs + variables, output_gradients=target_cotangents
+            targets, float_inputs + sources, output_gradients=target_cotangents
         )
     input_grads = dict(zip(float_keys, grads[: len(float_inputs)]))
     variable_grads = list(zip(variables, grads[len(float_inputs) :]))

@@ -113,7 +113,14 @@ def _apply(optimizer, grads, variables, context, label):
         # A loss-scaling optimizer detects non-finite gradients itself.
         grads = _check_gradients(grads, variables, context, label)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-    optimizer.apply(grads, variables)
+    # Every update of this head waits for all of its gradients. A layer's
+    # live Jacobian reads its parameters to compute the gradient of the
+    # layers below it, and nothing else orders that read before the layer's
+    # own update: TensorFlow's automatic control edge between them was seen
+    # to be dropped in graph mode (TensorFlow 2.21, Grappler's dependency
+    # optimizer), so the read saw the already updated value.
+    with tf.control_dependencies(grads):
+        optimizer.apply(grads, variables)
 
 
 def _all_variables(graph):
@@ -181,8 +188,12 @@ def relay_step(context):
     """
     graph = context.graph
     num_heads = len(graph.output_keys)
+    snapshot = engine.take_snapshot(_all_variables(graph))
     with tf.GradientTape(persistent=True) as tape:
-        record = engine.record_forward(graph, context.inputs, tape, isolate=True)
+        tape.watch([value for _, value in snapshot])
+        record = engine.record_forward(
+            graph, context.inputs, tape, isolate=True, snapshot=snapshot
+        )
         predictions = [record.values[k] for k in graph.output_keys]
         watched = _watched_outputs(graph, record, tape)
         scaled_losses = [
@@ -261,8 +272,11 @@ def multiway_step(context, backprop):
     graph = context.graph
     num_heads = len(graph.output_keys)
     order = methods.head_order(backprop, num_heads)
+    snapshot = engine.take_snapshot(_all_variables(graph))
     with tf.GradientTape(persistent=True) as tape:
-        record = engine.record_forward(graph, context.inputs, tape, isolate=True)
+        record = engine.record_forward(
+            graph, context.inputs, tape, isolate=True, snapshot=snapshot
+        )
         predictions = [record.values[k] for k in graph.output_keys]
         watched = _watched_outputs(graph, record, tape)
         scaled_losses = [

@@ -1,12 +1,12 @@
 """The CIFAR ResNets of He et al. (2016), with optional auxiliary heads.
 
-"Deep Residual Learning for Image Recognition" (CVPR 2016), Section 4.2: a
-3x3 convolution with 16 filters, then three stages of n basic blocks with
-16, 32 and 64 filters, global average pooling and a dense classifier, so
-depth = 6n + 2 weighted layers (6n + 1 convolutions and 1 dense layer).
-Where a stage halves the feature map and doubles the channels, the shortcut
-subsamples and pads the new channels with zeros (the paper's option A), so
-the network has no 1x1 projection convolutions.
+"Deep Residual Learning for Image Recognition" (CVPR 2016) builds its CIFAR
+networks from a 3x3 convolution with 16 filters, three stages of n basic
+blocks with 16, 32 and 64 filters, global average pooling and a dense
+classifier. The depth is 6n + 2 weighted layers (6n + 1 convolutions and 1
+dense layer). Where a stage halves the feature map and doubles the channels,
+the shortcut subsamples and pads the new channels with zeros (option A in
+that paper), so the network has no 1x1 projection convolutions.
 """
 
 import numbers
@@ -17,7 +17,7 @@ from keras import ops
 from keras_mwbp import heads as heads_lib
 
 STAGE_FILTERS = (16, 32, 64)
-SUPPORTED_DEPTHS_EXAMPLES = (20, 32, 44, 56, 110)
+EXAMPLE_DEPTHS = (20, 32, 44, 56, 110)
 
 
 @keras.saving.register_keras_serializable(package="keras_mwbp")
@@ -70,7 +70,7 @@ def num_blocks_for_depth(depth):
         or depth < 8
         or (depth - 2) % 6 != 0
     ):
-        examples = ", ".join(str(d) for d in SUPPORTED_DEPTHS_EXAMPLES)
+        examples = ", ".join(str(d) for d in EXAMPLE_DEPTHS)
         raise ValueError(
             "Invalid value for argument `depth`. Expected 6n + 2 for an "
             f"integer n >= 1 (for example {examples}), because the network "
@@ -139,7 +139,7 @@ def _basic_block(x, filters, strides, prefix):
 
 
 def _build_backbone(num_blocks_per_stage, input_shape):
-    """Returns the ResNet without its classifier, and its block output names."""
+    """Builds the ResNet without its classifier and returns it with its block output names."""
     inputs = keras.Input(shape=input_shape, name="input")
     x = _conv3x3(STAGE_FILTERS[0], 1, "stem_conv")(inputs)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
