@@ -309,28 +309,31 @@ def _validate_train_arguments(args):
         args.run_name = f"resnet{args.depth}_{args.dataset}_{args.backprop}_seed{args.seed}"
 
 
-def _prepare_run_folder(args):
-    """Create the run folder and return it, or exit if it contains an earlier run.
+def _check_earlier_run(args):
+    """Exit with a usage error if the run folder contains an earlier run's files."""
+    if args.overwrite:
+        return
+    run_dir = args.output_dir / args.run_name
+    existing = [name for name in (MODEL_FILENAME, RESULTS_FILENAME) if (run_dir / name).exists()]
+    if existing:
+        args.parser.error(
+            f"argument --run-name: {run_dir} already contains "
+            f"{' and '.join(existing)}. Pass another --run-name, or "
+            "--overwrite to replace them"
+        )
 
-    Creating the folder before training makes an unwritable --output-dir fail
+
+def _create_run_folder(args):
+    """Create the run folder and return its path.
+
+    It is created before training, so that an unwritable --output-dir fails
     at once instead of after training.
     """
-    parser = args.parser
     run_dir = args.output_dir / args.run_name
-    if not args.overwrite:
-        existing = [
-            name for name in (MODEL_FILENAME, RESULTS_FILENAME) if (run_dir / name).exists()
-        ]
-        if existing:
-            parser.error(
-                f"argument --run-name: {run_dir} already contains "
-                f"{' and '.join(existing)}. Pass another --run-name, or "
-                "--overwrite to replace them"
-            )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        parser.error(f"argument --output-dir: cannot create the folder {run_dir}: {error}")
+        args.parser.error(f"argument --output-dir: cannot create the folder {run_dir}: {error}")
     return run_dir
 
 
@@ -431,12 +434,14 @@ def _settings(args, info, num_train, num_test, total_steps):
 def run_train(args):
     """Train, evaluate and save one model. Returns the exit code."""
     _validate_train_arguments(args)
-    run_dir = _prepare_run_folder(args)
-
+    _check_earlier_run(args)
     keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = data.load_arrays(args.dataset)
     info = data.dataset_info(args.dataset)
+    # The model is built before the run folder is created, so that an
+    # invalid --taps leaves nothing behind.
     model = _build_model(args, info)
+    run_dir = _create_run_folder(args)
+    (x_train, y_train), (x_test, y_test) = data.load_arrays(args.dataset)
 
     total_steps = args.epochs * training_recipe.steps_per_epoch(len(x_train), args.batch_size)
     training_recipe.compile_model(

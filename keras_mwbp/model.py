@@ -84,7 +84,8 @@ class MultiWayModel(keras.Model):
         inputs: The model's input tensor(s), as for `keras.Model`.
         outputs: List of head output tensors, ordered from the shallowest
             auxiliary head to the final head.
-        **kwargs: Passed to `keras.Model` (for example `name`).
+        name: String or `None`. The model's name.
+        **kwargs: Passed to `keras.Model` (for example `trainable`).
 
     Attributes:
         head_depths: List of K+1 depths L_i, the weighted layers
@@ -96,8 +97,10 @@ class MultiWayModel(keras.Model):
         num_heads: K+1.
     """
 
-    def __init__(self, inputs, outputs, **kwargs):
-        super().__init__(inputs, outputs, **kwargs)
+    def __init__(self, inputs, outputs, name=None, **kwargs):
+        # The signature matches `keras.Model`'s functional constructor, which
+        # is what lets Keras serialize this class as a functional model.
+        super().__init__(inputs, outputs, name=name, **kwargs)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         self._head_graph = HeadGraph(self)
@@ -440,6 +443,9 @@ class MultiWayModel(keras.Model):
         config = dict(config)
         multiway = config.pop("multiway", {})
         config = keras.saving.deserialize_keras_object(config)
+        # Keras records loss_weights too; the multi-way config has the value
+        # this model was compiled with.
+        config.pop("loss_weights", None)
         self.compile(**config, **multiway)
         if self.built and self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)

@@ -125,7 +125,8 @@ def test_changing_nu_changes_training():
     results = []
     for callbacks in ([], [_SetNu(0.0)]):
         keras.utils.set_random_seed(3)
-        model = tiny_models.mlp()
+        # With one auxiliary head gamma is 1 for every nu, so use two.
+        model = tiny_models.mlp(num_aux=2)
         model.compile(
             optimizer=keras.optimizers.SGD(0.1), loss=tiny_models.LOGITS_LOSS, nu=5.0
         )

@@ -8,7 +8,7 @@ from keras_mwbp import MultiWayModel
 LOGITS_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def conv_net(num_classes=3, dropout=None, regularizer=None):
+def conv_net(num_classes=3, dropout=None, regularizer=None, batch_norm=True):
     """Builds a two-head conv net with BatchNormalization and a residual add."""
     inputs = keras.Input((6, 6, 2), name="image")
     x = keras.layers.Conv2D(
@@ -19,7 +19,8 @@ def conv_net(num_classes=3, dropout=None, regularizer=None):
         kernel_regularizer=regularizer,
         name="conv1",
     )(inputs)
-    x = keras.layers.BatchNormalization(name="bn1")(x)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(name="bn1")(x)
     aux = keras.layers.GlobalAveragePooling2D(name="aux_pool")(x)
     aux = keras.layers.Dense(num_classes, name="aux")(aux)
     y = keras.layers.Conv2D(4, 3, padding="same", name="conv2")(x)
@@ -31,16 +32,26 @@ def conv_net(num_classes=3, dropout=None, regularizer=None):
     return MultiWayModel(inputs, [aux, final], name="conv_net")
 
 
-def mlp(num_classes=3, dropout=None):
-    """Builds a two-head MLP: one hidden layer feeds both heads."""
+def mlp(num_classes=3, dropout=None, num_aux=1):
+    """Builds an MLP with two shared layers below the first auxiliary head.
+
+    With two shared layers, the final head back-propagates through a layer
+    the auxiliary head has already moved, so MW-BP differs from joint BP.
+    """
     inputs = keras.Input((5,), name="features")
     x = keras.layers.Dense(16, activation="tanh", name="hidden")(inputs)
     if dropout is not None:
-        x = keras.layers.Dropout(dropout, noise_shape=(1, 16), name="dropout")(x)
-    aux = keras.layers.Dense(num_classes, name="aux")(x)
-    y = keras.layers.Dense(8, activation="relu", name="deep")(x)
-    final = keras.layers.Dense(num_classes, name="final")(y)
-    return MultiWayModel(inputs, [aux, final], name="mlp")
+        x = keras.layers.Dropout(
+            dropout, noise_shape=(1, 16), seed=7, name="dropout"
+        )(x)
+    x = keras.layers.Dense(8, activation="relu", name="hidden2")(x)
+    heads = [keras.layers.Dense(num_classes, name="aux")(x)]
+    for index in range(1, num_aux):
+        x = keras.layers.Dense(8, activation="relu", name=f"middle{index}")(x)
+        heads.append(keras.layers.Dense(num_classes, name=f"aux{index}")(x))
+    x = keras.layers.Dense(8, activation="relu", name="deep")(x)
+    heads.append(keras.layers.Dense(num_classes, name="final")(x))
+    return MultiWayModel(inputs, heads, name="mlp")
 
 
 def image_batch(n=16, seed=0):

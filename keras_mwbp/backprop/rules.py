@@ -127,6 +127,14 @@ def check_layer_supported(layer):
     if not layer.trainable_variables:
         return
     if isinstance(layer, keras.layers.BatchNormalization):
+        if getattr(layer, "synchronized", False):
+            raise ValueError(
+                f"Layer '{layer.name}' uses BatchNormalization("
+                "synchronized=True). Multi-way backpropagation recomputes "
+                "batch statistics per replica, so it does not support "
+                "synchronized batch statistics. Use synchronized=False or "
+                "backprop='joint'."
+            )
         if getattr(layer, "renorm", False):
             raise ValueError(
                 f"Layer '{layer.name}' uses BatchNormalization(renorm=True), "
