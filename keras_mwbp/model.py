@@ -408,6 +408,11 @@ class MultiWayModel(keras.Model):
     def _build_head_optimizers(self):
         if self._backprop not in methods.MULTIWAY_METHODS:
             self._head_optimizers = None
+            if not self.optimizer.built:
+                # Built here, not inside the first traced step, so that the
+                # step creates no variables (XLA cannot lift them out).
+                with self.distribute_strategy.scope():
+                    self.optimizer.build(self.trainable_variables)
             return
         graph = self._head_graph
         variables_per_head = [

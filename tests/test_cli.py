@@ -269,35 +269,39 @@ def test_train_rejects_depth_21(capsys, tmp_path):
     assert not output_dir.exists()
 
 
-@pytest.mark.parametrize(
-    "arguments, option",
-    [
-        (["--depth", "2"], "--depth"),
-        (["--depth", "twenty"], "--depth"),
-        (["--nu", "-1"], "--nu"),
-        (["--nu", "nan"], "--nu"),
-        (["--epochs", "0"], "--epochs"),
-        (["--batch-size", "-8"], "--batch-size"),
-        (["--learning-rate", "0"], "--learning-rate"),
-        (["--seed", "-1"], "--seed"),
-        (["--verbose", "3"], "--verbose"),
-        (["--dataset", "cifar10"], "--dataset"),
-        (["--backprop", "sideways"], "--backprop"),
-        (["--run-name", "../elsewhere"], "--run-name"),
-        (["--taps", "stage1_block1_out,"], "--taps"),
-        (["--num-aux", "1", "--taps", "stage1_block1_out"], "--taps"),
-        (["--depth", "8", "--num-aux", "3"], "--num-aux"),
-        (["--num-aux", "0"], "--backprop"),
-    ],
-)
-def test_train_rejects_invalid_value(capsys, tmp_path, arguments, option):
+# Each case is an invalid option value and the option the error must name.
+INVALID_ARGUMENTS = [
+    (["--depth", "2"], "--depth"),
+    (["--depth", "twenty"], "--depth"),
+    (["--nu", "-1"], "--nu"),
+    (["--nu", "nan"], "--nu"),
+    (["--epochs", "0"], "--epochs"),
+    (["--batch-size", "-8"], "--batch-size"),
+    (["--learning-rate", "0"], "--learning-rate"),
+    (["--seed", "-1"], "--seed"),
+    (["--verbose", "3"], "--verbose"),
+    (["--dataset", "cifar10"], "--dataset"),
+    (["--backprop", "sideways"], "--backprop"),
+    (["--run-name", "../elsewhere"], "--run-name"),
+    (["--taps", "stage1_block1_out,"], "--taps"),
+    (["--num-aux", "1", "--taps", "stage1_block1_out"], "--taps"),
+    (["--depth", "8", "--num-aux", "3"], "--num-aux"),
+    (["--num-aux", "0"], "--backprop"),
+]
+
+
+def test_train_rejects_invalid_values(capsys, subtests, tmp_path):
+    # One test with subtests instead of a parametrization, because the
+    # autouse Keras reset in conftest.py costs about 1 s per test.
     output_dir = tmp_path / "out"
+    for arguments, option in INVALID_ARGUMENTS:
+        with subtests.test(arguments=" ".join(arguments)):
+            exit_code = cli.main(["train", *arguments, "--output-dir", str(output_dir)])
 
-    exit_code = cli.main(["train", *arguments, "--output-dir", str(output_dir)])
-
-    assert exit_code == 2
-    assert f"argument {option}" in capsys.readouterr().err
-    assert not output_dir.exists()
+            error = capsys.readouterr().err
+            assert exit_code == 2
+            assert f"argument {option}" in error
+            assert not output_dir.exists()
 
 
 def test_train_rejects_unknown_tap(capsys, tmp_path):
@@ -330,8 +334,10 @@ def test_train_save_failure_raises(monkeypatch, tmp_path):
     def fail_save(model, *args, **kwargs):
         raise OSError("disk full (simulated)")
 
+    # Training is skipped because only the save step matters here.
+    monkeypatch.setattr(MultiWayModel, "fit", lambda model, *args, **kwargs: None)
     monkeypatch.setattr(MultiWayModel, "save", fail_save)
-    arguments = [*TINY_TRAIN_ARGS, "--batch-size", "512", "--output-dir", str(tmp_path)]
+    arguments = [*TINY_TRAIN_ARGS, "--output-dir", str(tmp_path)]
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="num_aux=1 puts a head", category=UserWarning)
