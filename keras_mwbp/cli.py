@@ -39,11 +39,11 @@ RESULTS_FILENAME = "results.json"
 DEFAULT_OUTPUT_DIR = "saved_models"
 
 # Defaults of `train`. DEFAULT_EPOCHS and DEFAULT_BATCH_SIZE keep a run with
-# no options to a few minutes on a CPU. Measured with `keras-mwbp train
-# --verbose 2` on 2 CPU cores shared with other jobs (TensorFlow 2.21, Keras
-# 3.15): 2 min 19 s in all, with test errors of 47.9 %, 3.1 % and 2.0 % for
-# the heads at depths 7, 13 and 20. With 8 epochs the run took 4 min and the
-# errors were 37.0 %, 2.5 % and 2.0 %.
+# no options to a few minutes on a CPU. On 2 CPU cores shared with other jobs
+# (TensorFlow 2.21, Keras 3.15), `keras-mwbp train` took 2 min 19 s to
+# 3 min 47 s in all. The heads at depths 7, 13 and 20 had test errors of
+# 47.9 %, 3.1 % and 2.0 %. With 8 epochs the run took 4 min, and the errors
+# were 37.0 %, 2.5 % and 2.0 %.
 DEFAULT_DATASET = "mnist"
 DEFAULT_DEPTH = 20
 DEFAULT_NUM_AUX = 2
@@ -165,6 +165,7 @@ def add_train_parser(subparsers):
             "momentum has built up."
         ),
     )
+
     parser.add_argument(
         "--dataset",
         choices=data.ARRAY_DATASETS,
@@ -176,12 +177,14 @@ def add_train_parser(subparsers):
             "(default: %(default)s)"
         ),
     )
+
     parser.add_argument(
         "--depth",
         type=resnet_depth,
         default=DEFAULT_DEPTH,
         help="weighted depth of the ResNet, 6n + 2 (8, 14, 20, 32, ...) (default: %(default)s)",
     )
+
     heads = parser.add_mutually_exclusive_group()
     heads.add_argument(
         "--num-aux",
@@ -193,6 +196,7 @@ def add_train_parser(subparsers):
             f"{DEFAULT_NUM_AUX} unless --taps is given)"
         ),
     )
+
     heads.add_argument(
         "--taps",
         type=layer_names,
@@ -204,6 +208,7 @@ def add_train_parser(subparsers):
             "cannot be combined with --num-aux (default: none)"
         ),
     )
+
     parser.add_argument(
         "--backprop",
         choices=methods.BACKPROP_METHODS,
@@ -214,6 +219,7 @@ def add_train_parser(subparsers):
             f"{', '.join(methods.BACKPROP_METHODS)} (default: %(default)s)"
         ),
     )
+
     parser.add_argument(
         "--nu",
         type=non_negative_float,
@@ -224,18 +230,21 @@ def add_train_parser(subparsers):
             "all heads equally (default: %(default)s)"
         ),
     )
+
     parser.add_argument(
         "--epochs",
         type=positive_int,
         default=DEFAULT_EPOCHS,
         help="number of passes over the training images (default: %(default)s)",
     )
+
     parser.add_argument(
         "--batch-size",
         type=positive_int,
         default=DEFAULT_BATCH_SIZE,
         help="images per training step (default: %(default)s)",
     )
+
     parser.add_argument(
         "--learning-rate",
         type=positive_float,
@@ -245,6 +254,7 @@ def add_train_parser(subparsers):
             "after 60 %% of the steps (default: %(default)s)"
         ),
     )
+
     parser.add_argument(
         "--seed",
         type=non_negative_int,
@@ -254,6 +264,7 @@ def add_train_parser(subparsers):
             "order); the test split does not depend on it (default: %(default)s)"
         ),
     )
+
     parser.add_argument(
         "--output-dir",
         type=pathlib.Path,
@@ -263,6 +274,7 @@ def add_train_parser(subparsers):
             "starts at the current folder (default: %(default)s)"
         ),
     )
+
     parser.add_argument(
         "--run-name",
         type=run_name,
@@ -272,11 +284,16 @@ def add_train_parser(subparsers):
             "resnet<depth>_<dataset>_<backprop>_seed<seed>)"
         ),
     )
+
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help=f"replace the {MODEL_FILENAME} and {RESULTS_FILENAME} of an earlier run with the same name",
+        help=(
+            f"replace the {MODEL_FILENAME} and {RESULTS_FILENAME} of an "
+            "earlier run with the same name"
+        ),
     )
+
     parser.add_argument(
         "--verbose",
         type=int,
@@ -287,12 +304,18 @@ def add_train_parser(subparsers):
             "per epoch (default: %(default)s)"
         ),
     )
+
     parser.set_defaults(run=run_train, parser=parser)
     return parser
 
 
 def _validate_train_arguments(args):
-    """Check the options that depend on each other, before any data is read."""
+    """Check the options that depend on each other and fill in dependent defaults.
+
+    It runs before any data is read, and exits with a usage error naming the
+    option at fault. `--num-aux` defaults to 2 unless `--taps` is given, and
+    `--run-name` defaults to a name built from the other options.
+    """
     parser = args.parser
     num_blocks = 3 * (args.depth - 2) // 6
     if args.taps is None and args.num_aux is None:
@@ -351,19 +374,20 @@ def _build_model(args, info):
             input_shape=info.input_shape,
         )
     except ValueError as error:
-        # The depth and the number of heads were checked already, so an
-        # error here is about a tap name that the network does not contain.
+        # The depth and --num-aux were checked already, so an error here is
+        # about the --taps names: unknown, repeated, or the final block's output.
         if args.taps is None:
             raise
         args.parser.error(f"argument --taps: {error}")
 
 
 def evaluate_heads(model, x_test, y_test, batch_size):
-    """Return one row per head: name, depth, parameters and test error.
+    """Predict the test images with every head and return one row per head.
 
-    The error is the percentage of test images whose highest logit is not at
-    the true label. `params` is `model.submodel(i).count_params()`, every
-    weight that head i needs at inference, BatchNormalization's moving
+    A row contains the head's output name, depth, parameter count and test
+    error. The error is the percentage of test images whose highest logit is
+    not at the true label. `params` is `model.submodel(i).count_params()`,
+    every weight that head i needs at inference, BatchNormalization's moving
     statistics included.
     """
     predictions = model.predict(x_test, batch_size=batch_size, verbose=0)
@@ -478,9 +502,12 @@ def run_train(args):
     print(format_head_table(rows))
     print(f"Training time: {train_seconds:.0f} s")
 
-    # `Model.save` raises on failure. The results file is written only after
-    # the model file, so it never describes a model that was not saved.
+    # `Model.save` raises on failure. An earlier run's results file is removed
+    # first and the new one is written only after the model file, so that a
+    # results file never describes a model that was not saved.
     model_path = run_dir / MODEL_FILENAME
+    results_path = run_dir / RESULTS_FILENAME
+    results_path.unlink(missing_ok=True)
     model.save(model_path)
     results = {
         "heads": rows,
@@ -488,7 +515,6 @@ def run_train(args):
         "model_file": MODEL_FILENAME,
         "settings": _settings(args, info, len(x_train), len(x_test), total_steps),
     }
-    results_path = run_dir / RESULTS_FILENAME
     with open(results_path, "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)
         file.write("\n")

@@ -17,12 +17,14 @@ import keras
 INITIAL_LEARNING_RATE = 0.1
 MOMENTUM = 0.9
 NESTEROV = True
-# NOTE: Keras 3 SGD applies `weight_decay` decoupled from the gradient: each
+# NOTE: Keras 3 SGD applies `weight_decay` decoupled from the gradient. Each
 # step first sets w <- w - learning_rate * weight_decay * w, and momentum does
-# not see that term. PyTorch's SGD(weight_decay=...) is coupled L2: it adds
-# weight_decay * w to the gradient, which then goes through momentum. With
-# momentum 0.9 the coupled form shrinks weights about 1 / (1 - 0.9) = 10 times
-# more per step, so 1e-4 here is a weaker decay than 1e-4 in PyTorch code.
+# not see that term (`BaseOptimizer._apply_weight_decay` in Keras 3.15).
+# PyTorch's SGD(weight_decay=...) is coupled L2 instead: it adds
+# weight_decay * w to the gradient before momentum (torch.optim.SGD docs).
+# Once momentum 0.9 has built up, the coupled form shrinks weights about
+# 1 / (1 - 0.9) = 10 times more per step, so 1e-4 here decays weights less
+# than 1e-4 in PyTorch code.
 # Keras also decays every trainable variable, BatchNormalization's gamma and
 # beta included. The multi-way methods apply it through each head's optimizer
 # copy, at that head's learning rate (learning_rate * gamma_i), so a backbone

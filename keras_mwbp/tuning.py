@@ -31,7 +31,8 @@ from keras_mwbp import heads as heads_lib
 from keras_mwbp import training_recipe
 from keras_mwbp.backprop import methods
 from keras_mwbp.model import MultiWayModel
-from keras_mwbp.models import resnet_cifar as resnet_lib
+from keras_mwbp.models.resnet_cifar import num_blocks_for_depth
+from keras_mwbp.models.resnet_cifar import resnet_cifar
 
 # The constant values of nu that Guo et al. (2020, Table 7) compare on
 # CIFAR-10: 0 weighs every head equally, 2 gave the lowest final error, and
@@ -406,7 +407,7 @@ class MultiWayHyperModel(keras_tuner.HyperModel):
     def _validate_model_arguments(depth, input_shape, num_classes, model_builder):
         if model_builder is None:
             # Raises for a depth that is not 6n + 2.
-            resnet_lib.num_blocks_for_depth(depth)
+            num_blocks_for_depth(depth)
             return
         if not callable(model_builder):
             raise ValueError(
@@ -479,7 +480,7 @@ class MultiWayHyperModel(keras_tuner.HyperModel):
 
     def _build_model(self, num_aux, head):
         if self.model_builder is None:
-            return resnet_lib.resnet_cifar(
+            return resnet_cifar(
                 self.depth,
                 num_aux=num_aux,
                 num_classes=10 if self.num_classes is None else self.num_classes,
@@ -1169,8 +1170,9 @@ def tune_command(args):
         batch_size=args.batch_size,
     )
     values = _best_values(hypermodel, best_hp)
-    _print_best(args, values, best_trial, model, rows, len(x_val), len(x_test))
-    _save_results(output_dir, model, values, best_trial, rows, settings)
+    objective_name = tuner.oracle.objective.name
+    _print_best(args, values, best_trial, objective_name, model, rows, len(x_val), len(x_test))
+    _save_results(output_dir, model, values, best_trial, objective_name, rows, settings)
     return 0
 
 
@@ -1319,12 +1321,12 @@ def _best_values(hypermodel, hp):
     }
 
 
-def _print_best(args, values, trial, model, rows, num_val, num_test):
+def _print_best(args, values, trial, objective_name, model, rows, num_val, num_test):
     print()
     print(
         f"Best trial {trial.trial_id}: nu={values['nu']:g}, "
         f"K={values['num_aux']} auxiliary head(s), backprop={values['backprop']}, "
-        f"head={values['head']}. {trial.objective.name} = {trial.score:.4f}."
+        f"head={values['head']}. {objective_name} = {trial.score:.4f}."
     )
     depths = ", ".join(str(d) for d in model.head_depths)
     print(
@@ -1334,13 +1336,13 @@ def _print_best(args, values, trial, model, rows, num_val, num_test):
     print(format_head_error_table(rows))
 
 
-def _save_results(output_dir, model, values, trial, rows, settings):
+def _save_results(output_dir, model, values, trial, objective_name, rows, settings):
     model_path = output_dir / MODEL_FILENAME
     model.save(model_path)
     results = {
         "best_hyperparameters": values,
         "best_trial_id": trial.trial_id,
-        "objective": trial.objective.name,
+        "objective": objective_name,
         "best_score": float(trial.score),
         "heads": rows,
         "model_file": MODEL_FILENAME,

@@ -69,7 +69,9 @@ def expected_head_params():
 def parse_head_table(output):
     """Return the rows of the printed head table as dicts."""
     lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("head ") and "test error (%)" in line)
+    start = next(
+        i for i, line in enumerate(lines) if line.startswith("head ") and "test error (%)" in line
+    )
     rows = []
     for line in lines[start + 2:]:
         fields = line.split()
@@ -203,7 +205,8 @@ def test_results_json_matches_table(trained_run):
     assert [row["depth"] for row in results["heads"]] == EXPECTED_DEPTHS
     assert [row["params"] for row in results["heads"]] == expected_head_params()
     for saved, printed in zip(results["heads"], rows, strict=True):
-        assert saved["test_error_percent"] == pytest.approx(printed["test_error_percent"], abs=0.005)
+        expected_error = pytest.approx(printed["test_error_percent"], abs=0.005)
+        assert saved["test_error_percent"] == expected_error
         assert saved["test_examples"] == 360
 
 
@@ -242,7 +245,8 @@ def test_python_m_train_help_exits_zero():
 
     assert completed.returncode == 0, completed.stderr
     assert "usage: keras-mwbp train" in completed.stdout
-    for option in ("--dataset", "--depth", "--num-aux", "--taps", "--nu", "--epochs", "--output-dir"):
+    options = ("--dataset", "--depth", "--num-aux", "--taps", "--nu", "--epochs", "--output-dir")
+    for option in options:
         assert option in completed.stdout
     assert "decoupled" in completed.stdout
 
@@ -330,21 +334,45 @@ def test_train_rejects_existing_run_without_overwrite(capsys, tmp_path):
     assert (run_dir / cli.MODEL_FILENAME).read_bytes() == b"earlier run"
 
 
+def test_train_overwrite_replaces_earlier_run(monkeypatch, tmp_path):
+    run_dir = tmp_path / DEFAULT_RUN_NAME
+    run_dir.mkdir()
+    (run_dir / cli.MODEL_FILENAME).write_bytes(b"earlier run")
+    (run_dir / cli.RESULTS_FILENAME).write_text("{}")
+    # Training is skipped because only the saving step matters here.
+    monkeypatch.setattr(MultiWayModel, "fit", lambda model, *args, **kwargs: None)
+    arguments = [*TINY_TRAIN_ARGS, "--overwrite", "--output-dir", str(tmp_path)]
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="num_aux=1 puts a head", category=UserWarning)
+        exit_code = cli.main(arguments)
+
+    assert exit_code == 0
+    assert (run_dir / cli.MODEL_FILENAME).read_bytes() != b"earlier run"
+    results = json.loads((run_dir / cli.RESULTS_FILENAME).read_text())
+    assert len(results["heads"]) == 2
+
+
 def test_train_save_failure_raises(monkeypatch, tmp_path):
+    run_dir = tmp_path / DEFAULT_RUN_NAME
+    run_dir.mkdir()
+    (run_dir / cli.RESULTS_FILENAME).write_text("{}")
+
     def fail_save(model, *args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    # Training is skipped because only the save step matters here.
     monkeypatch.setattr(MultiWayModel, "fit", lambda model, *args, **kwargs: None)
     monkeypatch.setattr(MultiWayModel, "save", fail_save)
-    arguments = [*TINY_TRAIN_ARGS, "--output-dir", str(tmp_path)]
+    arguments = [*TINY_TRAIN_ARGS, "--overwrite", "--output-dir", str(tmp_path)]
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="num_aux=1 puts a head", category=UserWarning)
         with pytest.raises(OSError, match="disk full"):
             cli.main(arguments)
 
-    assert not (tmp_path / DEFAULT_RUN_NAME / cli.RESULTS_FILENAME).exists()
+    # The earlier run's results must not survive next to a model that was
+    # not saved.
+    assert not (run_dir / cli.RESULTS_FILENAME).exists()
 
 
 # --- The training recipe ---
