@@ -360,6 +360,9 @@ def _evaluate(model, data, batch_size):
         if timing_batch is None:
             timing_batch = x
         outputs = forward(x)
+        if not isinstance(outputs, (list, tuple)):
+            # Keras returns a bare tensor for a model with one output.
+            outputs = [outputs]
         for index, logits in enumerate(outputs):
             logits = np.asarray(logits)
             labels = _label_indices(y, logits.shape[-1])
@@ -488,6 +491,9 @@ def plot_error_against_multiply_adds(rows, path):
     Args:
         rows: List of dicts, as returned by `report`.
         path: String or path-like. The PNG file to write.
+
+    Returns:
+        The `matplotlib.figure.Figure` that was saved.
     """
     figure = Figure(figsize=(6.4, 4.8))
     FigureCanvasAgg(figure)
@@ -512,10 +518,13 @@ def plot_error_against_multiply_adds(rows, path):
     axes.set_xlabel("Multiply-adds per image (millions)")
     axes.set_ylabel("Test error (%)")
     axes.set_title("Test error of each head against its cost")
+    # Room for the depth labels right of and above the last points.
+    axes.margins(x=0.12, y=0.08)
     axes.grid(True, alpha=0.3)
     axes.legend(title="run")
     figure.tight_layout()
     figure.savefig(path, dpi=matplotlib.rcParams["figure.dpi"], format="png")
+    return figure
 
 
 # ----------------------------------------------------------------------
