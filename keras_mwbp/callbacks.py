@@ -118,20 +118,21 @@ def _validate_nu(value, epoch, callback_name):
     return nu
 
 
-def _count_positional_parameters(function):
-    """Returns how many positional arguments `function` accepts, or `None`."""
+def _count_required_positional_parameters(function):
+    """Counts the positional parameters of `function` that have no default.
+
+    Returns `None` when the signature cannot be inspected.
+    """
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
         return None
     count = 0
     for parameter in signature.parameters.values():
-        if parameter.kind == inspect.Parameter.VAR_POSITIONAL:
-            return math.inf
         if parameter.kind in (
             inspect.Parameter.POSITIONAL_ONLY,
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        ):
+        ) and parameter.default is inspect.Parameter.empty:
             count += 1
     return count
 
@@ -154,8 +155,8 @@ def _learning_rate_schedule(optimizer):
 
 
 def _current_learning_rate(optimizer):
-    """Returns the learning rate of the next step: a schedule's value at the
-    optimizer's `iterations`, or the value of the learning-rate variable."""
+    """Returns the learning rate that the next step uses, as a float."""
+    # For a schedule, Keras evaluates it at the optimizer's `iterations`.
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
@@ -267,11 +268,12 @@ class LossWeightLogger(_LossWeightCallback):
 
     At `on_epoch_end` the callback writes the current `model.nu` under the
     key `"nu"` (only when the model computes gamma from nu) and each head's
-    gamma under `f"{output_name}_gamma"`, so they appear in `History`, in the
-    `verbose=2` progress bar line and in the scalars of a
+    gamma under `f"{output_name}_gamma"`. The values then appear in
+    `History` and in the `verbose=2` progress bar line. A
     `keras.callbacks.TensorBoard` callback placed after this one in the
-    `callbacks` list. `NuScheduler`, `AdaptiveNu` and `GammaScheduler` write
-    the same keys, so this callback is needed only when none of them is used.
+    `callbacks` list writes them as scalars. `NuScheduler`, `AdaptiveNu` and
+    `GammaScheduler` write the same keys, so this callback is needed only
+    when none of them is used.
 
     Example:
 
@@ -301,11 +303,11 @@ class NuScheduler(_LossWeightCallback):
     """Sets the loss-weight exponent nu at the start of every epoch.
 
     At `on_epoch_begin` the callback calls `schedule` and assigns the result
-    to `model.nu`. If `schedule` accepts two positional arguments it is
-    called as `schedule(epoch, nu)` with the current nu, otherwise as
-    `schedule(epoch)`. Epochs count from 0, and on a resumed run the first
-    epoch is `initial_epoch`. The model must compute gamma from nu, that is,
-    be compiled without `loss_weights`.
+    to `model.nu`. If `schedule` has two or more positional parameters
+    without a default value, it is called as `schedule(epoch, nu)` with the
+    current nu, otherwise as `schedule(epoch)`. Epochs count from 0, and on
+    a resumed run the first epoch is `initial_epoch`. The model must compute
+    gamma from nu, that is, be compiled without `loss_weights`.
 
     Example:
 
@@ -337,8 +339,8 @@ class NuScheduler(_LossWeightCallback):
                 f"that returns nu for an epoch. Received: schedule={schedule!r}"
             )
         self.schedule = schedule
-        positional = _count_positional_parameters(schedule)
-        self._passes_nu = positional is not None and positional >= 2
+        required = _count_required_positional_parameters(schedule)
+        self._passes_nu = required is not None and required >= 2
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -415,13 +417,16 @@ class AdaptiveNu(_LossWeightCallback):
     times the factor to the power of the number of drops at epochs <= `e`.
 
     The drops are `drop_epochs` when given. Otherwise the callback reads the
-    learning rate at each epoch start (a `LearningRateSchedule` evaluated at
-    `model.optimizer.iterations`, or the learning-rate variable that
-    callbacks such as `keras.callbacks.ReduceLROnPlateau` set) and counts an
-    epoch as a drop when its rate is lower than that of the previous epoch.
-    This suits step schedules such as `PiecewiseConstantDecay`. A schedule
-    that decays at every step lowers the rate at every epoch, so pass
-    `drop_epochs` with such schedules.
+    learning rate at each epoch start and counts an epoch as a drop when its
+    rate is lower than that of the previous epoch. The rate read is a
+    `LearningRateSchedule` evaluated at `model.optimizer.iterations`, or the
+    learning-rate variable that callbacks such as
+    `keras.callbacks.ReduceLROnPlateau` set.
+    This suits step schedules such as `PiecewiseConstantDecay`, which keeps
+    `values[i]` up to and including step `boundaries[i]`, so a boundary at
+    step `b` makes epoch `b // steps + 1` the drop epoch (`steps` being the
+    steps per epoch). A schedule that decays at every step lowers the rate
+    at every epoch, so pass `drop_epochs` with such schedules.
 
     On a resumed run (`initial_epoch > 0`, or a `keras.callbacks.BackupAndRestore`
     that restored an epoch), the first epoch gets the nu that the drops
@@ -440,8 +445,9 @@ class AdaptiveNu(_LossWeightCallback):
     Example:
 
     ```python
+    # The rate drops in epochs 160 and 240, which gives nu = 0.5, 1 and 2.
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        boundaries=[160 * steps, 240 * steps], values=[0.1, 0.01, 0.001]
+        boundaries=[160 * steps - 1, 240 * steps - 1], values=[0.1, 0.01, 0.001]
     )
     model.compile(optimizer=keras.optimizers.SGD(schedule), loss=loss)
     model.fit(x, y, epochs=400, callbacks=[keras_mwbp.callbacks.AdaptiveNu("I")])
@@ -684,8 +690,8 @@ def dsn_decay(num_heads, decay_epochs, initial_weight=1.0):
     The auxiliary heads' gamma in epoch `e` is
     `initial_weight * max(0, 1 - e / decay_epochs)`, so it reaches 0 at epoch
     `decay_epochs` and stays there, and the final head's gamma is always 1.
-    Deeply-Supervised Nets (Lee et al., 2015) decay their companion losses in
-    this style. The returned schedule is meant for `GammaScheduler` and can
+    Deeply-Supervised Nets decay the weights of their companion (auxiliary)
+    losses in a similar way. The returned schedule is meant for `GammaScheduler` and can
     be serialized with it.
 
     Example:

@@ -40,10 +40,11 @@ DEFAULT_OUTPUT_DIR = "saved_models"
 
 # Defaults of `train`. DEFAULT_EPOCHS and DEFAULT_BATCH_SIZE keep a run with
 # no options to a few minutes on a CPU. On 2 CPU cores shared with other jobs
-# (TensorFlow 2.21, Keras 3.15), `keras-mwbp train` took 2 min 19 s to
-# 3 min 47 s in all. The heads at depths 7, 13 and 20 had test errors of
-# 47.9 %, 3.1 % and 2.0 %. With 8 epochs the run took 4 min, and the errors
-# were 37.0 %, 2.5 % and 2.0 %.
+# (TensorFlow 2.21, Keras 3.15), `keras-mwbp train` took 2 min 19 s in all at
+# a load average near 2, and up to 5 min 29 s near 7. The heads at depths 7,
+# 13 and 20 had test errors of 47.9 %, 3.1 % and 2.0 % in every run. With 8
+# epochs the run took 4 min near load 2, and the errors were 37.0 %, 2.5 %
+# and 2.0 %.
 DEFAULT_DATASET = "mnist"
 DEFAULT_DEPTH = 20
 DEFAULT_NUM_AUX = 2

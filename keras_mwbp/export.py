@@ -102,11 +102,11 @@ def export_submodels(
         formats: Tuple of strings. Any of `"saved_model"` and `"keras"`.
             Defaults to `("saved_model", "keras")`.
         metrics: Dict, list of dicts, or `None`. Metrics recorded with each
-            head, for example its test error: a list of one dict per head
-            of the model (all K+1, in head order), or a dict whose keys are
-            output names or head indices and whose values are dicts. Values
-            must be JSON-serializable numbers, strings, booleans, lists or
-            dicts. Defaults to `None`.
+            head, for example its test error. Pass a list of one dict per
+            head of the model (all K+1, in head order), or a dict from
+            output name or head index to a dict. The values must be
+            numbers, strings, booleans, lists or dicts, so that they can be
+            written to JSON. Defaults to `None`.
         overwrite: Bool. Whether to replace a head folder that exists and is
             not empty. The old folder is deleted first. Defaults to `False`.
         verbose: Int. 0 is silent, 1 shows a `keras.utils.Progbar` over the

@@ -1,9 +1,10 @@
 """Count the multiply-adds of one forward pass of a functional Keras model.
 
 A multiply-add (MAdd, often called a MAC) is one multiplication of an input
-element by a weight together with the addition that accumulates it. This is
-the quantity He et al. (2016) report as "FLOPs" for their ResNets, so
-ResNet-20 on 32x32x3 images has about 41 million multiply-adds.
+element by a weight together with the addition that accumulates it. Papers on
+CIFAR ResNets often report this count as "FLOPs". By this count the
+ResNet-20 of `keras_mwbp.models.resnet_cifar` on 32x32x3 images has
+40,551,040 multiply-adds.
 
 Only convolutions and dense layers are counted, because they contain nearly
 all the arithmetic of a convolutional network. Bias additions,
@@ -239,6 +240,9 @@ def _add_model_counts(model, prefix, counts):
         layer = kp.node_operation(node)
         name = prefix + layer.name
         if isinstance(layer, keras.Model):
+            # NOTE: a nested model is counted with the shapes of its own
+            # graph, so one built with `None` spatial sizes raises even when
+            # the outer model fixes them.
             _add_model_counts(layer, prefix=name + "/", counts=counts)
             continue
         if not _is_counted(layer):

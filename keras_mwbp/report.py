@@ -122,7 +122,9 @@ def report(
     runs = _resolve_runs(model_or_models)
     _validate_positive_int("batch_size", batch_size)
     _validate_positive_int("repeats", repeats)
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+    if isinstance(verbose, bool):
+        verbose = int(verbose)
+    if verbose not in (0, 1, 2):
         raise ValueError(
             "Invalid value for argument `verbose`. Expected 0 (silent), 1 or "
             f"2. Received: verbose={verbose!r}"
@@ -220,7 +222,7 @@ def _resolve_runs(model_or_models):
 
 
 def _validate_model(name, model):
-    if not isinstance(model, keras.Model) or not model.built or not model.inputs:
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ValueError(
             f"Invalid model for run '{name}'. Expected a MultiWayModel or a "
             "functional keras.Model with a fixed input shape. Received an "
@@ -231,7 +233,7 @@ def _validate_model(name, model):
             f"The model of run '{name}' has {len(model.inputs)} inputs, but "
             "a report needs a model with exactly one input."
         )
-    for output_name, output in zip(model.output_names, model.outputs):
+    for output_name, output in zip(_output_names(model), model.outputs):
         shape = tuple(output.shape)
         if len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
             raise ValueError(
@@ -239,6 +241,16 @@ def _validate_model(name, model):
                 "but a report needs class scores of shape (batch, "
                 "num_classes) with at least 2 classes."
             )
+
+
+def _output_names(model):
+    """Returns the model's output names. A `Sequential` has none, so it gets its last layer's name."""
+    names = getattr(model, "output_names", None)
+    if names:
+        return list(names)
+    if isinstance(model, keras.Sequential):
+        return [model.layers[-1].name]
+    return [f"output_{index}" for index in range(len(model.outputs))]
 
 
 def _heads_of(model):
@@ -255,7 +267,7 @@ def _heads_of(model):
             depth = HeadGraph(submodel).head_depths[-1]
         heads.append(
             {
-                "output_name": model.output_names[index],
+                "output_name": _output_names(model)[index],
                 "depth": int(depth),
                 "submodel": submodel,
             }
@@ -348,10 +360,12 @@ def _evaluate(model, data, batch_size):
         a batched dataset).
     """
     all_heads = keras.Model(model.inputs[0], list(model.outputs))
-    forward = tf.function(
-        lambda images: all_heads(images, training=False), reduce_retracing=True
-    )
     input_dtype = model.inputs[0].dtype
+    # A batch axis of unknown size lets the last, smaller batch reuse the trace.
+    signature = [tf.TensorSpec((None, *model.inputs[0].shape[1:]), input_dtype)]
+    forward = tf.function(
+        lambda images: all_heads(images, training=False), input_signature=signature
+    )
     wrong = np.zeros(len(model.outputs), dtype="int64")
     num_examples = 0
     timing_batch = None
@@ -368,7 +382,8 @@ def _evaluate(model, data, batch_size):
             labels = _label_indices(y, logits.shape[-1])
             if len(labels) != len(logits):
                 raise ValueError(
-                    f"A batch has {len(logits)} examples but {len(labels)} labels."
+                    f"A batch has {len(logits)} examples but {len(labels)} "
+                    "labels. Pass one label per example."
                 )
             wrong[index] += int(np.sum(np.argmax(logits, axis=-1) != labels))
         num_examples += int(x.shape[0])

@@ -73,7 +73,7 @@ class Probe(keras.callbacks.Callback):
 
 
 class ConstantMetric(keras.callbacks.Callback):
-    """Writes a constant into the epoch logs, so ReduceLROnPlateau sees a plateau."""
+    """Writes a constant into the epoch logs, so ReduceLROnPlateau detects a plateau."""
 
     def on_epoch_end(self, epoch, logs=None):
         logs["plateau_metric"] = 1.0
@@ -168,19 +168,28 @@ def test_nu_scheduler_passes_current_nu():
 
     assert seen == [1.0, 0.5, 0.25]
 
-
-@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "2", [1.0, 2.0]])
-def test_nu_scheduler_rejects_invalid_nu(value):
-    model = compiled_mlp()
-    scheduler = mw_callbacks.NuScheduler(lambda epoch: 1.0 if epoch == 0 else value)
+    # A second parameter with a default value is left to its default.
+    scheduler = mw_callbacks.NuScheduler(lambda epoch, scale=3.0: scale * epoch)
     scheduler.set_model(model)
-    scheduler.on_train_begin()
-    scheduler.on_epoch_begin(0)
+    scheduler.on_epoch_begin(2)
+    assert float(model.nu.numpy()) == 6.0
 
-    with pytest.raises(ValueError, match="invalid nu for epoch 1") as error:
-        scheduler.on_epoch_begin(1)
-    assert repr(value) in str(error.value)
-    assert "finite float >= 0" in str(error.value)
+
+def test_nu_scheduler_rejects_invalid_nu():
+    model = compiled_mlp()
+    for value in [-1.0, float("nan"), float("inf"), "2", [1.0, 2.0], None]:
+        # `value` is a default, so the scheduler calls this with the epoch only.
+        scheduler = mw_callbacks.NuScheduler(
+            lambda epoch, value=value: 1.0 if epoch == 0 else value
+        )
+        scheduler.set_model(model)
+        scheduler.on_train_begin()
+        scheduler.on_epoch_begin(0)
+
+        with pytest.raises(ValueError, match="invalid nu for epoch 1") as error:
+            scheduler.on_epoch_begin(1)
+        assert repr(value) in str(error.value)
+        assert "finite float >= 0" in str(error.value)
 
 
 def test_nu_scheduler_error_through_fit():
@@ -226,7 +235,8 @@ def test_adaptive_nu_drop_epochs_without_retrace():
     assert model.trace_count == trace_count_after_first_epoch
 
     probe = Probe()
-    history = fit(model, [mw_callbacks.AdaptiveNu("adaptive_ii", drop_epochs=[1, 3]), probe], epochs=5)
+    adaptive = mw_callbacks.AdaptiveNu("adaptive_ii", drop_epochs=[1, 3])
+    history = fit(model, [adaptive, probe], epochs=5)
     expected = adaptive_nu(2.0, 0.5, [1, 3], 5)
     assert [probe.nu[e] for e in range(5)] == expected
     assert history.history["nu"] == pytest.approx(expected)
@@ -322,26 +332,25 @@ def test_adaptive_nu_warns_on_unknown_nu():
     assert float(model.nu.numpy()) == 0.5
 
 
-@pytest.mark.parametrize(
-    "mode, expected",
-    [("I", "I"), ("i", "I"), ("Adaptive_I", "I"), ("adaptive-ii", "II"), ("II", "II")],
-)
-def test_adaptive_nu_mode_aliases(mode, expected):
-    assert mw_callbacks.AdaptiveNu(mode).mode == expected
+def test_adaptive_nu_mode_aliases():
+    aliases = {"I": "I", "i": "I", "Adaptive_I": "I", "adaptive-ii": "II", "II": "II", " ii ": "II"}
+    for mode, expected in aliases.items():
+        assert mw_callbacks.AdaptiveNu(mode).mode == expected
 
 
-@pytest.mark.parametrize("mode", ["III", "", None, 1])
-def test_adaptive_nu_rejects_invalid_mode(mode):
-    with pytest.raises(ValueError, match="Invalid value for argument `mode`") as error:
-        mw_callbacks.AdaptiveNu(mode)
-    for valid in ("'i'", "'ii'", "'adaptive_i'", "'adaptive_ii'"):
-        assert valid in str(error.value)
+def test_adaptive_nu_rejects_invalid_mode():
+    for mode in ["III", "", None, 1]:
+        with pytest.raises(ValueError, match="Invalid value for argument `mode`") as error:
+            mw_callbacks.AdaptiveNu(mode)
+        for valid in ("'i'", "'ii'", "'adaptive_i'", "'adaptive_ii'"):
+            assert valid in str(error.value)
+        assert f"Received: mode={mode!r}" in str(error.value)
 
 
-@pytest.mark.parametrize("drop_epochs", [[0], [2, 2], [1.5], "3"])
-def test_adaptive_nu_rejects_invalid_drop_epochs(drop_epochs):
-    with pytest.raises(ValueError, match="drop_epochs"):
-        mw_callbacks.AdaptiveNu("I", drop_epochs=drop_epochs)
+def test_adaptive_nu_rejects_invalid_drop_epochs():
+    for drop_epochs in [[0], [2, 2], [1.5], "3", 3]:
+        with pytest.raises(ValueError, match="Invalid value for argument `drop_epochs`"):
+            mw_callbacks.AdaptiveNu("I", drop_epochs=drop_epochs)
 
 
 def test_adaptive_nu_rejects_fixed_weights():
@@ -448,18 +457,16 @@ def test_dsn_decay_values():
     assert schedule(4) == [0.0, 0.0, 1.0]
 
 
-@pytest.mark.parametrize(
-    "kwargs, argument",
-    [
+def test_dsn_decay_rejects_invalid_arguments():
+    cases = [
         ({"num_heads": 1, "decay_epochs": 3}, "num_heads"),
         ({"num_heads": 3, "decay_epochs": 0}, "decay_epochs"),
         ({"num_heads": 3, "decay_epochs": 2.5}, "decay_epochs"),
         ({"num_heads": 3, "decay_epochs": 2, "initial_weight": -1.0}, "initial_weight"),
-    ],
-)
-def test_dsn_decay_rejects_invalid_arguments(kwargs, argument):
-    with pytest.raises(ValueError, match=f"argument `{argument}`"):
-        mw_callbacks.dsn_decay(**kwargs)
+    ]
+    for kwargs, argument in cases:
+        with pytest.raises(ValueError, match=f"argument `{argument}`"):
+            mw_callbacks.dsn_decay(**kwargs)
 
 
 def test_gamma_scheduler_dsn_decay_changes_training():
@@ -524,24 +531,24 @@ def test_gamma_scheduler_requires_loss_weights():
         fit(model, [scheduler], epochs=1)
 
 
-@pytest.mark.parametrize(
-    "value, message",
-    [
+def test_gamma_scheduler_rejects_invalid_gammas():
+    cases = [
         ([1.0], r"has shape \(1,\)"),
         ([1.0, 1.0, 1.0, 1.0], r"has shape \(4,\)"),
         ([[1.0, 1.0, 1.0]], r"has shape \(1, 3\)"),
         ([0.5, -0.1, 1.0], "finite float >= 0"),
         ([0.5, float("nan"), 1.0], "finite float >= 0"),
         (["a", "b", "c"], "Expected 3 gammas"),
-    ],
-)
-def test_gamma_scheduler_rejects_invalid_gammas(value, message):
+    ]
     model = compiled_mlp(loss_weights=[1.0, 1.0, 1.0])
-    scheduler = mw_callbacks.GammaScheduler(lambda epoch: value)
+    for value, message in cases:
+        scheduler = mw_callbacks.GammaScheduler(lambda epoch, value=value: value)
 
-    with pytest.raises(ValueError, match="invalid gammas for epoch 0") as error:
-        fit(model, [scheduler], epochs=1)
-    assert error.match(message)
+        with pytest.raises(ValueError, match="invalid gammas for epoch 0") as error:
+            fit(model, [scheduler], epochs=1)
+        assert error.match(message)
+        if "shape" in message:
+            assert "Expected 3 gammas (one per head: ['aux', 'aux1', 'final'])" in str(error.value)
 
 
 # ----------------------------------------------------------------------
@@ -549,8 +556,9 @@ def test_gamma_scheduler_rejects_invalid_gammas(value, message):
 
 
 def test_callbacks_round_trip_config():
+    original = mw_callbacks.AdaptiveNu("adaptive_ii", [3, 5], verbose=1)
     adaptive = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(mw_callbacks.AdaptiveNu("adaptive_ii", [3, 5], verbose=1))
+        keras.saving.serialize_keras_object(original)
     )
     assert isinstance(adaptive, mw_callbacks.AdaptiveNu)
     assert adaptive.mode == "II"

@@ -61,41 +61,34 @@ def tau(depth, num_aux):
 # Range of K.
 
 
-@pytest.mark.parametrize(
-    "depth, expected",
-    [
-        # tau(8, 1) = 4.
-        (8, 0),
-        # tau(9, 1) = 5, tau(9, 2) = 3.
-        (9, 1),
-        # tau(14, 2) = 5, tau(14, 3) = 4.
-        (14, 2),
-        # tau(20, 3) = 5, tau(20, 4) = 4.
-        (20, 3),
-        # tau(56, 12) = ceil(56 / 13) = 5, tau(56, 13) = 4.
-        (56, 12),
-        (4, 0),
-    ],
-)
-def test_max_num_aux_by_hand(depth, expected):
-    assert tuning.max_num_aux(depth) == expected
-    if expected > 0:
-        assert tau(depth, expected) >= 5
-    assert tau(depth, expected + 1) < 5
+# Pairs (L, largest K) with tau(L, K) >= 5 > tau(L, K + 1), by hand:
+#   L = 8:  tau(8, 1) = 4.
+#   L = 9:  tau(9, 1) = 5, tau(9, 2) = 3.
+#   L = 14: tau(14, 2) = 5, tau(14, 3) = 4.
+#   L = 20: tau(20, 3) = 5, tau(20, 4) = 4.
+#   L = 32: tau(32, 6) = ceil(32 / 7) = 5, tau(32, 7) = 4.
+#   L = 56: tau(56, 12) = ceil(56 / 13) = 5, tau(56, 13) = 4.
+# A depth of 4 has no room for any auxiliary head.
+MAX_AUX_BY_DEPTH = [(4, 0), (8, 0), (9, 1), (14, 2), (20, 3), (32, 6), (56, 12)]
 
 
-# tau(14, 2) = 5, tau(20, 3) = 5 and tau(32, 6) = ceil(32 / 7) = 5.
-@pytest.mark.parametrize("depth, expected_max", [(14, 2), (20, 3), (32, 6)])
-def test_hypermodel_k_range_respects_tau(depth, expected_max):
-    hypermodel = tuning.MultiWayHyperModel(depth, input_shape=(8, 8, 1))
-    hp = keras_tuner.HyperParameters()
-    hypermodel.declare_search_space(hp)
+def test_max_num_aux_by_hand():
+    for depth, expected in MAX_AUX_BY_DEPTH:
+        assert tuning.max_num_aux(depth) == expected, f"depth={depth}"
+        assert tau(depth, expected + 1) < 5, f"depth={depth}"
 
-    num_aux = hp._hps["num_aux"][0]
-    assert num_aux.min_value == 1
-    assert num_aux.max_value == expected_max
-    assert tau(depth, expected_max) >= 5
-    assert tau(depth, expected_max + 1) < 5
+
+def test_hypermodel_k_range_respects_tau():
+    for depth, expected_max in MAX_AUX_BY_DEPTH:
+        if depth < 14 or (depth - 2) % 6 != 0:
+            continue  # Not a ResNet depth with room for a head.
+        hypermodel = tuning.MultiWayHyperModel(depth, input_shape=(8, 8, 1))
+        hp = keras_tuner.HyperParameters()
+        hypermodel.declare_search_space(hp)
+
+        num_aux = hp._hps["num_aux"][0]
+        assert num_aux.min_value == 1, f"depth={depth}"
+        assert num_aux.max_value == expected_max, f"depth={depth}"
 
 
 def test_hypermodel_default_nu_choices():
@@ -142,7 +135,7 @@ def test_summary_best_head_below_final():
 
 
 def test_summary_zero_delta_and_ties():
-    # Two heads tie for the best accuracy; the shallower one is chosen.
+    # Two heads tie for the best accuracy, and the shallower one is chosen.
     summary = tuning.summarize_head_accuracies([0.5, 0.9, 0.9], [5, 9, 14], delta=0.0)
 
     assert summary["best_head_depth"] == 9
@@ -204,19 +197,17 @@ def test_callback_without_accuracy_raises():
         callback.on_epoch_end(0, {"loss": 1.0})
 
 
-@pytest.mark.parametrize(
-    "name, metric",
-    [
-        ("final", "val_final_accuracy"),
-        ("best_head", "val_best_head_accuracy"),
-        ("compact", "val_compact_score"),
-    ],
-)
-def test_objective_for_names(name, metric):
-    objective = tuning.objective_for(name)
+def test_objective_for_names():
+    metrics = {
+        "final": "val_final_accuracy",
+        "best_head": "val_best_head_accuracy",
+        "compact": "val_compact_score",
+    }
+    for name, metric in metrics.items():
+        objective = tuning.objective_for(name)
 
-    assert objective.name == metric
-    assert objective.direction == "max"
+        assert objective.name == metric
+        assert objective.direction == "max"
 
 
 def test_objective_for_training_metric():
@@ -298,62 +289,49 @@ def test_optimizer_instance_is_copied_per_trial():
 # Invalid arguments.
 
 
-@pytest.mark.parametrize(
-    "kwargs, argument, fix",
-    [
-        ({"depth": 14, "max_aux": 3}, "max_aux", "Pass max_aux <= 2"),
-        ({"depth": 8}, "min_aux", "Lower min_aux"),
-        ({"depth": 14, "min_aux": -1}, "min_aux", "integer of at least 0"),
-        ({"depth": 15}, "depth", "6n + 2"),
-        ({"depth": 14, "nu_values": [1.0, -2.0]}, "nu_values", "non-negative"),
-        ({"depth": 14, "nu_values": [1.0, 1.0]}, "nu_values", "Remove the repeats"),
-        ({"depth": 14, "nu_range": (2.0, 1.0)}, "nu_range", "min < max"),
-        ({"depth": 14, "backprop": "mwpb"}, "backprop", "'mwbp'"),
-        ({"depth": 14, "head": ["gap_fc", "fc"]}, "head", "'bn_relu_gap_fc'"),
-        ({"depth": 14, "delta": 2.0}, "delta", "[0, 1]"),
-        ({"depth": 14, "learning_rate": -0.1}, "learning_rate", "positive float"),
-        ({"depth": 14, "optimizer": 3}, "optimizer", "callable"),
-    ],
-)
-def test_hypermodel_invalid_argument(kwargs, argument, fix):
-    with pytest.raises(ValueError) as info:
-        tuning.MultiWayHyperModel(**kwargs)
-
-    message = str(info.value)
-    assert f"`{argument}`" in message
-    assert "Received:" in message
-    assert fix in message
-
-
-@pytest.mark.parametrize(
-    "kwargs, fix",
-    [
-        (
-            {"nu_values": [1.0], "nu_range": (0.5, 2.0)},
-            "Pass nu_values=[...] for a choice",
-        ),
-        (
-            {"optimizer": "adam", "learning_rate": 0.1},
-            "Set the learning rate in the optimizer",
-        ),
-    ],
-)
-def test_hypermodel_conflicting_arguments(kwargs, fix):
-    with pytest.raises(ValueError) as info:
-        tuning.MultiWayHyperModel(14, **kwargs)
-
-    assert "Received:" in str(info.value)
-    assert fix in str(info.value)
+# (keyword arguments, the argument the message names, a fragment of the fix).
+INVALID_HYPERMODEL_ARGUMENTS = [
+    ({"depth": 14, "max_aux": 3}, "max_aux", "Pass max_aux <= 2"),
+    ({"depth": 8}, "min_aux", "Lower min_aux"),
+    ({"depth": 14, "min_aux": -1}, "min_aux", "integer of at least 0"),
+    ({"depth": 15}, "depth", "6n + 2"),
+    ({"depth": 14, "nu_values": [1.0, -2.0]}, "nu_values", "non-negative"),
+    ({"depth": 14, "nu_values": [1.0, 1.0]}, "nu_values", "Remove the repeats"),
+    ({"depth": 14, "nu_range": (2.0, 1.0)}, "nu_range", "min < max"),
+    ({"depth": 14, "backprop": "mwpb"}, "backprop", "'mwbp'"),
+    ({"depth": 14, "head": ["gap_fc", "fc"]}, "head", "'bn_relu_gap_fc'"),
+    ({"depth": 14, "delta": 2.0}, "delta", "[0, 1]"),
+    ({"depth": 14, "learning_rate": -0.1}, "learning_rate", "positive float"),
+    ({"depth": 14, "optimizer": 3}, "optimizer", "callable"),
+    ({"depth": 14, "num_classes": 1}, "num_classes", "integer of at least 2"),
+    ({"depth": 14, "input_shape": (8, 8)}, "input_shape", "(height, width, channels)"),
+    (
+        {"depth": 14, "nu_values": [1.0], "nu_range": (0.5, 2.0)},
+        "nu_values",
+        "Pass nu_values=[...] for a choice",
+    ),
+    (
+        {"depth": 14, "optimizer": "adam", "learning_rate": 0.1},
+        "learning_rate",
+        "Set the learning rate in the optimizer",
+    ),
+    (
+        {"depth": 9, "model_builder": tiny_builder, "input_shape": (8, 8, 1)},
+        "input_shape",
+        "Let `model_builder` set the input_shape",
+    ),
+]
 
 
-def test_hypermodel_input_shape_with_builder():
-    with pytest.raises(ValueError) as info:
-        tuning.MultiWayHyperModel(9, model_builder=tiny_builder, input_shape=(8, 8, 1))
+def test_hypermodel_invalid_arguments():
+    for kwargs, argument, fix in INVALID_HYPERMODEL_ARGUMENTS:
+        with pytest.raises(ValueError) as info:
+            tuning.MultiWayHyperModel(**kwargs)
 
-    message = str(info.value)
-    assert "`input_shape`" in message
-    assert "Received: input_shape=(8, 8, 1)" in message
-    assert "Let `model_builder` set the input_shape" in message
+        message = str(info.value)
+        assert f"`{argument}`" in message, kwargs
+        assert "Received:" in message, kwargs
+        assert fix in message, kwargs
 
 
 def test_objective_for_unknown_name():
@@ -372,8 +350,8 @@ def assert_trials_report_objective(tuner, objective_name):
         assert trial.status == "COMPLETED"
         assert trial.metrics.exists(objective_name)
         assert trial.score is not None
-    ks = sorted(trial.hyperparameters.get("num_aux") for trial in trials)
-    assert ks == [0, 1]
+    num_aux_values = sorted(trial.hyperparameters.get("num_aux") for trial in trials)
+    assert num_aux_values == [0, 1]
 
     best = tuner.get_best_hyperparameters()[0]
     assert best.get("nu") == 2.0
@@ -519,12 +497,14 @@ def parse_head_table(output):
 
 def test_tune_prints_table_per_head(tmp_path):
     output_dir = tmp_path / "search"
+    # Both trials have K = 1, so the table of the best model is known.
     code, stdout, stderr = run_tune(
         [
             "--depth", "14",
             "--max-trials", "2",
             "--epochs", "1",
-            "--nu-values", "2",
+            "--nu-values", "1,2",
+            "--max-aux", "1",
             "--objective", "best_head",
             "--output-dir", str(output_dir),
             "--verbose", "0",
@@ -534,26 +514,25 @@ def test_tune_prints_table_per_head(tmp_path):
     assert code == 0, stderr
     best = re.search(r"Best trial \S+: nu=(\S+), K=(\d+) auxiliary", stdout)
     assert best is not None, stdout
-    assert float(best.group(1)) == 2.0
-    num_aux = int(best.group(2))
-    assert num_aux in (1, 2)
+    assert float(best.group(1)) in (1.0, 2.0)
+    assert int(best.group(2)) == 1
 
     rows = parse_head_table(stdout)
-    expected = resnet14_digits_head_params()[num_aux]
-    assert len(rows) == num_aux + 1
-    assert [row["head"] for row in rows] == [f"head_{i}" for i in range(num_aux + 1)]
+    assert [row["head"] for row in rows] == ["head_0", "head_1"]
+    expected = resnet14_digits_head_params()[1]
     assert [(row["depth"], row["params"]) for row in rows] == expected
     for row in rows:
         assert 0.0 <= row["validation"] <= 100.0
         assert 0.0 <= row["test"] <= 100.0
 
-    # 1,437 training digits less 20 % for validation; 360 test digits.
+    # 20 % of the 1,437 training digits are held out, and 360 are for testing.
     assert "1149 training and 288 validation images" in stdout
     assert "288 validation and 360 test digits images" in stdout
 
     results = json.loads((output_dir / tuning.RESULTS_FILENAME).read_text())
-    assert results["best_hyperparameters"]["num_aux"] == num_aux
-    assert len(results["heads"]) == num_aux + 1
+    assert results["best_hyperparameters"]["num_aux"] == 1
+    assert results["best_hyperparameters"]["nu"] == float(best.group(1))
+    assert len(results["heads"]) == 2
     assert results["objective"] == "val_best_head_accuracy"
     assert (output_dir / tuning.MODEL_FILENAME).exists()
     oracle = json.loads((output_dir / "oracle.json").read_text())
@@ -593,9 +572,8 @@ def test_tune_rejects_changed_settings(tmp_path):
     assert "Pass --overwrite" in stderr
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
+def test_tune_parser_rejects():
+    cases = [
         (["--depth", "9"], "expected 6n + 2"),
         (["--nu-values", "1,x"], "comma-separated numbers"),
         (["--nu-values", "1,1"], "distinct numbers"),
@@ -604,15 +582,15 @@ def test_tune_rejects_changed_settings(tmp_path):
         (["--backprop", "mwbp,fast"], "distinct comma-separated names"),
         (["--tuner", "grid"], "invalid choice"),
         (["--delta", "1.5"], "in [0, 1]"),
-    ],
-)
-def test_tune_parser_rejects(argv, message):
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as info:
-        make_tune_parser().parse_args(argv)
+        (["--learning-rate", "0"], "above 0"),
+    ]
+    for argv, message in cases:
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as info:
+            make_tune_parser().parse_args(argv)
 
-    assert info.value.code == 2
-    assert message in stderr.getvalue()
+        assert info.value.code == 2, argv
+        assert message in stderr.getvalue(), argv
 
 
 def test_tune_parser_defaults():
@@ -631,29 +609,32 @@ def test_tune_parser_defaults():
 # Docstrings.
 
 
-@pytest.mark.parametrize(
-    "function",
-    [
-        tuning.MultiWayHyperModel,
-        tuning.HeadSummaryCallback,
-        tuning.max_num_aux,
-        tuning.summarize_head_accuracies,
-        tuning.objective_for,
-        tuning.evaluate_head_errors,
-        tuning.format_head_error_table,
-        tuning.add_tune_arguments,
-        tuning.tune_command,
-    ],
-    ids=lambda function: function.__name__,
-)
-def test_docstring_args_match_signature(function):
+DOCUMENTED_FUNCTIONS = [
+    tuning.MultiWayHyperModel,
+    tuning.HeadSummaryCallback,
+    tuning.max_num_aux,
+    tuning.summarize_head_accuracies,
+    tuning.objective_for,
+    tuning.evaluate_head_errors,
+    tuning.format_head_error_table,
+    tuning.add_tune_arguments,
+    tuning.tune_command,
+]
+
+
+def documented_arguments(function):
+    """Returns the names in the `Args:` section of a docstring."""
     doc = inspect.getdoc(function)
     section = doc.split("Args:\n", 1)[1]
     # The section ends at the next line without indentation ("Returns:").
     section = re.split(r"\n(?=\S)", section, maxsplit=1)[0]
     documented = re.findall(r"^    (\*{0,2}\w+):", section, flags=re.MULTILINE)
-    documented = [name.lstrip("*") for name in documented]
-    target = function.__init__ if inspect.isclass(function) else function
-    parameters = [name for name in inspect.signature(target).parameters if name != "self"]
+    return [name.lstrip("*") for name in documented]
 
-    assert documented == parameters
+
+def test_docstring_args_match_signature():
+    for function in DOCUMENTED_FUNCTIONS:
+        target = function.__init__ if inspect.isclass(function) else function
+        parameters = [name for name in inspect.signature(target).parameters if name != "self"]
+
+        assert documented_arguments(function) == parameters, function.__name__
