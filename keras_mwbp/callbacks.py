@@ -434,9 +434,10 @@ class AdaptiveNu(_LossWeightCallback):
 
     - With `drop_epochs`, the drops are known.
     - With a `LearningRateSchedule`, the callback evaluates the schedule at
-      the start of every earlier epoch, taking epoch `k` to start at step
-      `iterations - (initial_epoch - k) * steps` (at least 0), where `steps` is
-      the number of steps per epoch that `fit` passes to callbacks.
+      the start of every earlier epoch. Epoch `k` is taken to start at step
+      `iterations - (initial_epoch - k) * steps`, or 0 if that is negative.
+      Here `steps` is the number of steps per epoch that `fit` passes to
+      callbacks.
     - With a learning-rate variable, earlier rates are not stored anywhere,
       so the callback keeps the restored `model.nu` and continues counting
       from it. Restore the model (`BackupAndRestore`,
@@ -527,14 +528,15 @@ class AdaptiveNu(_LossWeightCallback):
         return self._drops_from_restored_nu(epoch)
 
     def _drops_from_restored_nu(self, epoch):
+        # NOTE: with a learning-rate variable, a drop at `epoch` itself (a rate
+        # lowered at the end of the last saved epoch) is not seen, because
+        # the earlier rate is not saved.
         nu = _read_scalar(self.model.nu)
         if nu > 0:
             exponent = math.log(nu / self.initial_nu) / math.log(self.factor)
             drop_count = round(exponent)
             if drop_count >= 0 and abs(exponent - drop_count) < 1e-4:
                 return drop_count
-        # NOTE: with a learning-rate variable, a drop between the last saved
-        # epoch and `epoch` is not seen, because the earlier rate is not saved.
         warnings.warn(
             f"AdaptiveNu (mode {self.mode!r}) resumes at epoch {epoch} but "
             f"model.nu = {nu} is not a value this mode reaches "

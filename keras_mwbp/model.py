@@ -55,9 +55,9 @@ class MultiWayModel(keras.Model):
     ordered from the shallowest head to the final one. Each head together
     with the backbone below it is a complete classifier, so one training run
     yields K+1 models of different depths. `compile(backprop=...)` chooses
-    how the heads' losses train the shared layers; the default, "mwbp",
+    how the heads' losses train the shared layers. The default, "mwbp",
     shares one forward pass and then updates the parameters once per head,
-    from the shallowest to the deepest, each backward pass using the
+    from the shallowest to the deepest. Each backward pass uses the
     parameters the earlier heads already moved (multi-way backpropagation,
     Guo et al., Neural Networks 2020).
 
@@ -252,9 +252,15 @@ class MultiWayModel(keras.Model):
                 depths, or a list of K+1 non-negative floats used as gamma.
             metrics: Metrics as for `keras.Model`. A flat list is applied to
                 every head.
-            backprop: String. One of "standard", "joint", "relay", "mwbp",
-                "naive_mwbp", "reverse_mwbp", "naive_reverse_mwbp". Defaults
-                to `"mwbp"`.
+            backprop: String. One of "standard" (the final loss trains the
+                backbone; each auxiliary head trains on gradient-stopped
+                features with its own unweighted loss), "joint" (one
+                backward pass on the gamma-weighted sum of losses), "relay"
+                (each loss reaches its own segment and `relay_span` segments
+                below), "mwbp" (one update per head, shallow to deep, on
+                one shared forward pass), "naive_mwbp" (a new forward pass
+                before each head), "reverse_mwbp" and "naive_reverse_mwbp"
+                (heads from deep to shallow). Defaults to `"mwbp"`.
             nu: Float, non-negative. The loss-weight decay exponent:
                 gamma_i = max(0.01, (L_i / L_{K-1}) ** nu) for auxiliary
                 heads, 1 for the final head. Defaults to `2.0`.
