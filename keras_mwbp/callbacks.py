@@ -36,7 +36,7 @@ GAMMA_LOG_KEY_SUFFIX = "_gamma"
 # Adaptive strategies of Guo et al., "Multi-way backpropagation for training
 # compact deep neural networks", Neural Networks 2020: "Adaptive-I" starts at
 # nu = 0.5 and doubles nu at each learning-rate drop, "Adaptive-II" starts at
-# nu = 2 and halves it.
+# nu = 2 and halves it. Each mode maps to (initial nu, factor per drop).
 ADAPTIVE_NU_MODES = {"I": (0.5, 2.0), "II": (2.0, 0.5)}
 _MODE_ALIASES = {
     "i": "I",
@@ -441,7 +441,8 @@ class AdaptiveNu(_LossWeightCallback):
     - With a learning-rate variable, earlier rates are not stored anywhere,
       so the callback keeps the restored `model.nu` and continues counting
       from it. Restore the model (`BackupAndRestore`,
-      `keras.models.load_model`) before resuming.
+      `keras.models.load_model`) before resuming. A rate lowered at the end
+      of the last saved epoch is then not counted as a drop.
 
     Example:
 

@@ -70,3 +70,16 @@ def test_mixed_precision_accuracy_close_to_float32(mixed_precision):
     for head, (a, b) in enumerate(zip(mixed, single)):
         assert abs(a - b) < 0.1, f"head {head}: mixed {a:.3f} vs float32 {b:.3f}"
         assert a > 0.4, f"head {head} did not learn under mixed precision: {a:.3f}"
+
+
+def test_auto_jit_compile_follows_keras_rule():
+    # Keras turns XLA on under jit_compile="auto" only where a non-CPU
+    # device is present; the multi-way step must not change that rule.
+    import tensorflow as tf
+
+    has_accelerator = any(
+        device.device_type != "CPU" for device in tf.config.list_physical_devices()
+    )
+    model = tiny_models.conv_net()
+    model.compile(optimizer="sgd", loss=tiny_models.LOGITS_LOSS, jit_compile="auto")
+    assert model.jit_compile == has_accelerator
