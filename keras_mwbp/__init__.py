@@ -1,5 +1,6 @@
 """Multi-way backpropagation for Keras models with auxiliary heads."""
 
+from keras_mwbp import callbacks
 from keras_mwbp import data
 from keras_mwbp import models
 from keras_mwbp.backprop.methods import BACKPROP_METHODS

@@ -79,3 +79,12 @@ def unscale_loss_for_distribution(loss):
     from keras.src.losses import loss as loss_module
 
     return loss_module.unscale_loss_for_distribution(loss)
+
+
+def optimizer_learning_rate_source(optimizer):
+    """Returns what an optimizer was given as its learning rate, or `None`.
+
+    A `LearningRateSchedule`, a variable or a callable; the public
+    `learning_rate` property returns only the schedule's current value.
+    """
+    return getattr(optimizer, "_learning_rate", None)

@@ -30,6 +30,8 @@ import warnings
 import keras
 import numpy as np
 
+from keras_mwbp import _keras_private as kp
+
 NU_LOG_KEY = "nu"
 GAMMA_LOG_KEY_SUFFIX = "_gamma"
 
@@ -145,10 +147,9 @@ def _unwrap_optimizer(optimizer):
 
 def _learning_rate_schedule(optimizer):
     """Returns the optimizer's `LearningRateSchedule`, or `None` if it has none."""
-    # NOTE: Keras 3.15 has no public accessor for the schedule object
-    # (`learning_rate` returns its value at the current step), so this reads
-    # the private attribute and treats its absence as "no schedule".
-    learning_rate = getattr(_unwrap_optimizer(optimizer), "_learning_rate", None)
+    # Keras 3.15 has no public accessor for the schedule object
+    # (`learning_rate` returns its value at the current step).
+    learning_rate = kp.optimizer_learning_rate_source(_unwrap_optimizer(optimizer))
     if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         return learning_rate
     return None

@@ -469,16 +469,18 @@ def add_export_arguments(parser):
 
     Args:
         parser: `argparse.ArgumentParser`. Usually the `export` subparser.
+            Its description is set unless it already has one.
 
     Returns:
         The same parser.
     """
-    parser.description = (
-        "Export heads of a trained model as standalone models: one folder "
-        "head_<i>_depth_<L> per head with a TensorFlow SavedModel and a "
-        ".keras file, and a manifest.json that lists them with their depth, "
-        "parameters, multiply-adds and test metrics."
-    )
+    if parser.description is None:
+        parser.description = (
+            "Export heads of a trained model as standalone models: one folder "
+            "head_<i>_depth_<L> per head with a TensorFlow SavedModel and a "
+            ".keras file, and a manifest.json that lists them with their depth, "
+            "parameters, multiply-adds and test metrics."
+        )
     parser.add_argument(
         "source",
         type=pathlib.Path,

@@ -570,15 +570,17 @@ def add_report_arguments(parser):
 
     Args:
         parser: `argparse.ArgumentParser`. Usually the `report` subparser.
+            Its description is set unless it already has one.
 
     Returns:
         The same parser.
     """
-    parser.description = (
-        "Evaluate every head of one or more trained models on a dataset's "
-        "test split and write report.md, report.json and report.png (test "
-        "error against multiply-adds, one line per model)."
-    )
+    if parser.description is None:
+        parser.description = (
+            "Evaluate every head of one or more trained models on a dataset's "
+            "test split and write report.md, report.json and report.png (test "
+            "error against multiply-adds, one line per model)."
+        )
     parser.add_argument(
         "models",
         nargs="+",

@@ -12,6 +12,10 @@ therefore adds metrics with the same names for every K to the epoch logs
 `add_tune_arguments` and `tune_command` implement the `keras-mwbp tune`
 command, which runs such a search on a bundled dataset without network
 access.
+
+Guo et al. (2020) below is Y. Guo, J. Chen, Q. Du, A. van den Hengel, Q. Shi
+and M. Tan, "Multi-way backpropagation for training compact deep neural
+networks", Neural Networks 126 (2020).
 """
 
 import argparse

@@ -61,3 +61,9 @@ def test_loss_tracker_exists_after_compile():
 def test_unscale_loss_without_strategy_is_identity():
     value = kp.unscale_loss_for_distribution(np.float32(3.0))
     assert float(value) == 3.0
+
+
+def test_learning_rate_source_is_the_schedule():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    optimizer = keras.optimizers.SGD(schedule)
+    assert kp.optimizer_learning_rate_source(optimizer) is schedule

@@ -18,8 +18,13 @@ import tensorflow as tf
 
 import keras_mwbp
 from keras_mwbp import MultiWayModel
-from keras_mwbp import report as report_lib
 from keras_mwbp.models import resnet_cifar
+# Imported by name, because `keras_mwbp.report` may also name the function
+# once the package exports it, and then hides the module of the same name.
+from keras_mwbp.report import add_report_arguments
+from keras_mwbp.report import plot_error_against_multiply_adds
+from keras_mwbp.report import report
+from keras_mwbp.report import report_command
 
 NUM_EXAMPLES = 50
 
@@ -74,7 +79,7 @@ def two_runs(tmp_path_factory):
         "joint": copying_model((1, 2), name="second"),
     }
     output_dir = tmp_path_factory.mktemp("report")
-    rows = report_lib.report(models, (x, y), output_dir=output_dir, batch_size=16, repeats=3, verbose=0)
+    rows = report(models, (x, y), output_dir=output_dir, batch_size=16, repeats=3, verbose=0)
     return rows, output_dir, x, y
 
 
@@ -140,7 +145,7 @@ def test_report_files(two_runs):
 
 def test_report_plot_lines_and_legend(two_runs, tmp_path):
     rows, _, _, _ = two_runs
-    figure = report_lib.plot_error_against_multiply_adds(rows, tmp_path / "plot.png")
+    figure = plot_error_against_multiply_adds(rows, tmp_path / "plot.png")
     axes = figure.axes[0]
     assert [text.get_text() for text in axes.get_legend().get_texts()] == ["mwbp", "joint"]
     assert len(axes.get_lines()) == 2
@@ -165,7 +170,7 @@ def test_report_dataset_and_one_hot(tmp_path):
         "with sample weights": tf.data.Dataset.from_tensor_slices((x, y, np.ones(len(y)))).batch(8),
     }
     for label, data in sources.items():
-        rows = report_lib.report(model, data, output_dir=tmp_path / "out", repeats=1, verbose=0)
+        rows = report(model, data, output_dir=tmp_path / "out", repeats=1, verbose=0)
         errors = [row["test_error_percent"] for row in rows]
         assert errors == pytest.approx(expected), label
         assert [row["test_examples"] for row in rows] == [NUM_EXAMPLES] * 2, label
@@ -174,21 +179,21 @@ def test_report_dataset_and_one_hot(tmp_path):
 def test_report_single_model_and_progress(tmp_path, capsys):
     model = copying_model(name="solo")
     x, y = features_and_labels()
-    rows = report_lib.report(model, (x, y), output_dir=tmp_path, repeats=1, verbose=1)
+    rows = report(model, (x, y), output_dir=tmp_path, repeats=1, verbose=1)
     assert [row["run"] for row in rows] == ["solo", "solo"]
     output = capsys.readouterr().out
     assert "2/2" in output
     assert "| solo | 1 | final |" in output
     assert str(tmp_path / "report.png") in output
 
-    report_lib.report(model, (x, y), output_dir=tmp_path, repeats=1, verbose=0)
+    report(model, (x, y), output_dir=tmp_path, repeats=1, verbose=0)
     assert capsys.readouterr().out == ""
 
     # A plain functional model counts as one head per output.
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(3, name="hidden")(inputs)
     plain = keras.Model(inputs, keras.layers.Dense(2, name="logits")(hidden), name="plain")
-    (row,) = report_lib.report(plain, (x, y), output_dir=tmp_path, repeats=1, verbose=0)
+    (row,) = report(plain, (x, y), output_dir=tmp_path, repeats=1, verbose=0)
     assert row["depth"] == 2
     assert row["params"] == 4 * 3 + 3 + 3 * 2 + 2
     assert row["multiply_adds"] == 4 * 3 + 3 * 2
@@ -214,7 +219,7 @@ def test_report_invalid_arguments(tmp_path):
     ]
     for args, kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
-            report_lib.report(*args, output_dir=tmp_path / "out", **kwargs)
+            report(*args, output_dir=tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 
 
@@ -224,7 +229,7 @@ def test_report_invalid_arguments(tmp_path):
 
 def parse_report_args(argv):
     parser = argparse.ArgumentParser(prog="keras-mwbp report")
-    report_lib.add_report_arguments(parser)
+    add_report_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -263,7 +268,7 @@ def test_report_command_end_to_end(tmp_path, capsys):
             "0",
         ]
     )
-    assert report_lib.report_command(args) == 0
+    assert report_command(args) == 0
     output = capsys.readouterr().out
     for filename in ("report.md", "report.json", "report.png"):
         assert (output_dir / filename).is_file()
@@ -300,7 +305,7 @@ def test_report_command_errors(tmp_path, capsys):
     ]
     for argv, message in cases:
         args = parse_report_args([*argv, "--output-dir", str(tmp_path / "out"), "--verbose", "0"])
-        assert report_lib.report_command(args) == 2, argv
+        assert report_command(args) == 2, argv
         assert message in capsys.readouterr().err, argv
 
     with pytest.raises(SystemExit):

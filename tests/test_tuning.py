@@ -285,6 +285,36 @@ def test_optimizer_instance_is_copied_per_trial():
     assert float(model.optimizer.learning_rate) == pytest.approx(0.003)
 
 
+class LogKeysRecorder(keras.callbacks.Callback):
+    """Records the log keys that a callback sees at each epoch end."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.keys.append(set(logs))
+
+
+def test_fit_runs_summary_callback_first(digits_subset):
+    (x, y), validation = digits_subset
+    hypermodel = tiny_hypermodel()
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("num_aux", 1)
+    model = hypermodel.build(hp)
+    recorder = LogKeysRecorder()
+
+    history = hypermodel.fit(
+        hp, model, x, y, validation_data=validation, epochs=1, callbacks=[recorder], verbose=0
+    )
+
+    # The tuner's callbacks come after the caller's, so a caller's callback
+    # that sees the summary metrics means the tuner's callbacks see them too.
+    assert len(recorder.keys) == 1
+    assert "val_compact_score" in recorder.keys[0]
+    assert "val_final_accuracy" in history.history
+
+
 # ----------------------------------------------------------------------
 # Invalid arguments.
 

@@ -26,6 +26,8 @@ class ForwardRecord:
         node_outputs: Dict from node index to its list of output tensors.
         pre_activations: Dict from node index to `(z, z_watched)` for layers
             whose fused activation is treated as a layer of its own.
+        batch_norms: Dict from node index to `(x_hat, x_hat_watched)` for
+            BatchNormalization layers that use batch statistics.
     """
 
     def __init__(self):
@@ -34,6 +36,7 @@ class ForwardRecord:
         self.node_inputs = {}
         self.node_outputs = {}
         self.pre_activations = {}
+        self.batch_norms = {}
         self.snapshot_values = {}
 
 
@@ -145,7 +148,12 @@ def _record_forward(
         args, kwargs = kp.fill_in_node_arguments(node.node, local)
         layer = node.layer
 
-        if isolate and rules._has_fused_activation(layer):
+        if isolate and rules.is_batch_norm_in_training(layer):
+            x_hat, affine = rules.batch_norm_normalize(layer, args[0], update_state)
+            watched = _watched_copy(tape, x_hat)
+            outputs = affine(watched)
+            record.batch_norms[node.index] = (x_hat, watched)
+        elif isolate and rules._has_fused_activation(layer):
             pre_activation = rules.call_without_activation(layer, args, kwargs, True)
             watched = _watched_copy(tape, pre_activation)
             outputs = layer.activation(watched)
@@ -215,6 +223,9 @@ def _node_vjp(node, record, tape, output_cotangents, live):
         )
         return dict(zip(float_keys, grads)), []
 
+    if index in record.batch_norms:
+        return _batch_norm_vjp(node, record, tape, output_cotangents[0], live)
+
     # Layers with parameters: first step back through a fused activation at
     # the stored pre-activation, then through the layer itself.
     if index in record.pre_activations:
@@ -255,6 +266,43 @@ def _node_vjp(node, record, tape, output_cotangents, live):
     input_grads = dict(zip(float_keys, grads[: len(float_inputs)]))
     variable_grads = list(zip(variables, grads[len(float_inputs) :]))
     return input_grads, variable_grads
+
+
+def _batch_norm_vjp(node, record, tape, cotangent, live):
+    """Differentiates a split BatchNormalization node.
+
+    The normalization's Jacobian is taken on the tape at the stored input;
+    the scale gamma is the current value when `live`, else the value the
+    forward pass read.
+    """
+    layer = node.layer
+    x_hat, watched = record.batch_norms[node.index]
+    cotangent = tf.cast(cotangent, x_hat.dtype)
+    ndim = len(x_hat.shape)
+    reduction = [a for a, size in enumerate(rules._channel_shape(layer, ndim)) if size == 1]
+    variable_grads = []
+    normalized_cotangent = cotangent
+    if layer.scale:
+        if live:
+            gamma = _ordered_read(layer.gamma)
+        else:
+            gamma = record.snapshot_values.get(id(layer.gamma), layer.gamma)
+        shape = rules._channel_shape(layer, ndim)
+        normalized_cotangent = cotangent * tf.reshape(tf.cast(gamma, x_hat.dtype), shape)
+        grad = tf.reduce_sum(cotangent * watched, axis=reduction)
+        variable_grads.append((layer.gamma, tf.cast(grad, layer.gamma.dtype)))
+    if layer.center:
+        grad = tf.reduce_sum(cotangent, axis=reduction)
+        variable_grads.append((layer.beta, tf.cast(grad, layer.beta.dtype)))
+
+    inputs = record.node_inputs[node.index]
+    float_keys = [k for k in node.input_keys if _is_float(inputs[k])]
+    if not float_keys:
+        return {}, variable_grads
+    grads = tape.gradient(
+        x_hat, [inputs[k] for k in float_keys], output_gradients=normalized_cotangent
+    )
+    return dict(zip(float_keys, grads)), variable_grads
 
 
 def backward(graph, record, tape, seeds, *, allowed, live):

@@ -97,6 +97,54 @@ def batch_norm_training_output(layer, inputs):
     return ops.cast(outputs, layer.compute_dtype)
 
 
+def _channel_shape(layer, ndim):
+    """Returns the shape that broadcasts per-channel values against inputs."""
+    reduction = set(_normalization_axes(layer, ndim))
+    return [1 if axis in reduction else -1 for axis in range(ndim)]
+
+
+def batch_norm_normalize(layer, inputs, update_state):
+    """Normalizes with batch statistics and returns `(x_hat, affine)`.
+
+    The multi-way engine records the parameter-free normalization on its
+    tape and applies `affine(x_hat)` (scale by gamma, shift by beta) as a
+    separate step, so each head's backward pass reuses the stored x_hat and
+    batch statistics instead of recomputing them. When `update_state`, the
+    moving statistics are updated the way `keras.layers.BatchNormalization`
+    documents: `moving = moving * momentum + batch_statistic * (1 - momentum)`
+    with the biased batch variance.
+    """
+    compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+    x = ops.cast(inputs, compute_dtype)
+    ndim = len(x.shape)
+    axes = _normalization_axes(layer, ndim)
+    mean, variance = ops.moments(x, axes=axes, keepdims=True)
+    x_hat = (x - mean) * ops.rsqrt(variance + layer.epsilon)
+    if update_state:
+        momentum = layer.momentum
+        batch_mean = ops.reshape(mean, layer.moving_mean.shape)
+        batch_variance = ops.reshape(variance, layer.moving_variance.shape)
+        moving_mean = ops.cast(layer.moving_mean, compute_dtype)
+        moving_variance = ops.cast(layer.moving_variance, compute_dtype)
+        layer.moving_mean.assign(moving_mean * momentum + batch_mean * (1.0 - momentum))
+        layer.moving_variance.assign(
+            moving_variance * momentum + batch_variance * (1.0 - momentum)
+        )
+
+    def affine(normalized, gamma=None, beta=None):
+        shape = _channel_shape(layer, ndim)
+        outputs = normalized
+        if layer.scale:
+            gamma = layer.gamma if gamma is None else gamma
+            outputs = outputs * ops.reshape(ops.cast(gamma, compute_dtype), shape)
+        if layer.center:
+            beta = layer.beta if beta is None else beta
+            outputs = outputs + ops.reshape(ops.cast(beta, compute_dtype), shape)
+        return ops.cast(outputs, layer.compute_dtype)
+
+    return x_hat, affine
+
+
 def is_batch_norm_in_training(layer):
     """Returns whether a layer is a BatchNormalization that uses batch statistics."""
     return isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
