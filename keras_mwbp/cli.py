@@ -29,9 +29,17 @@ import tensorflow as tf  # noqa: E402
 
 import keras_mwbp  # noqa: E402
 from keras_mwbp import data  # noqa: E402
+from keras_mwbp import export as export_module  # noqa: E402
 from keras_mwbp import training_recipe  # noqa: E402
+from keras_mwbp import tuning as tuning_module  # noqa: E402
 from keras_mwbp.backprop import methods  # noqa: E402
 from keras_mwbp.models import resnet_cifar  # noqa: E402
+
+# `keras_mwbp.report` is also the name of the report function the package
+# exports, so the module is imported by its full path.
+import keras_mwbp.report  # noqa: E402,F401
+
+report_module = sys.modules["keras_mwbp.report"]
 
 PROG = "keras-mwbp"
 MODEL_FILENAME = "model.keras"
@@ -522,6 +530,20 @@ def run_train(args):
 
     print(f"Saved the model to {model_path}")
     print(f"Saved the results to {results_path}")
+
+    # The model-selection report adds multiply-adds and inference time per
+    # head, and the plot of test error against multiply-adds.
+    report_dir = run_dir / "report"
+    print()
+    print("Model-selection report (multiply-adds and inference time per head):")
+    report_module.report(
+        {run_dir.name: model},
+        (x_test, y_test),
+        output_dir=str(report_dir),
+        batch_size=args.batch_size,
+        verbose=args.verbose,
+    )
+    print(f"Saved the report to {report_dir}")
     return 0
 
 
@@ -538,6 +560,30 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"%(prog)s {keras_mwbp.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_parser(subparsers)
+
+    export_parser = subparsers.add_parser(
+        "export",
+        help="Export each head's submodel as a SavedModel and a .keras file.",
+        description="Export each head's submodel of a trained model.",
+    )
+    export_module.add_export_arguments(export_parser)
+    export_parser.set_defaults(run=export_module.export_command)
+
+    report_parser = subparsers.add_parser(
+        "report",
+        help="Compare the heads of trained models: error, multiply-adds, time.",
+        description="Write a model-selection report for trained models.",
+    )
+    report_module.add_report_arguments(report_parser)
+    report_parser.set_defaults(run=report_module.report_command)
+
+    tune_parser = subparsers.add_parser(
+        "tune",
+        help="Search nu and the number of heads with KerasTuner.",
+        description="Search nu and the number of auxiliary heads with KerasTuner.",
+    )
+    tuning_module.add_tune_arguments(tune_parser)
+    tune_parser.set_defaults(run=tuning_module.tune_command)
     return parser
 
 

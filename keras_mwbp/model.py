@@ -207,8 +207,11 @@ class MultiWayModel(keras.Model):
                 f"[{-self.num_heads}, {self.num_heads - 1}]. Received: head={head}"
             )
         index = head % self.num_heads
+        # A single input is passed unwrapped so the submodel (and its exported
+        # serving signature) takes a plain tensor, not a one-element list.
+        inputs = self.inputs[0] if len(self.inputs) == 1 else self.inputs
         return keras.Model(
-            self.inputs,
+            inputs,
             self.outputs[index],
             name=name or f"{self.name}_head_{index}",
         )
