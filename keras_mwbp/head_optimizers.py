@@ -41,6 +41,34 @@ def _check_copyable(optimizer):
         )
 
 
+def make_loading_strict(optimizer):
+    """Makes a saved state that does not fit `optimizer` an error.
+
+    Keras 3.15 warns and keeps the fresh state when the saved optimizer has
+    a different number of variables, which would silently reset momentum
+    and step counts on resume. The check is set on the instance, because the
+    optimizer's class is the user's.
+    """
+    load_state = optimizer.load_own_variables
+
+    def load_own_variables(store):
+        saved = len(store.keys())
+        expected = len(optimizer.variables)
+        if saved != expected:
+            raise ValueError(
+                f"Failed to restore the state of optimizer '{optimizer.name}': "
+                f"the saved state has {saved} variables, but this optimizer "
+                f"has {expected}. The model was probably compiled with other "
+                "settings (backprop method, share_optimizer_state or "
+                "optimizer) than the saved one. Compile it as it was saved, or "
+                "load with `compile=False` to drop the optimizer state."
+            )
+        load_state(store)
+
+    object.__setattr__(optimizer, "load_own_variables", load_own_variables)
+    return optimizer
+
+
 class HeadOptimizers:
     """The optimizers that apply each head's update.
 
@@ -76,13 +104,13 @@ class HeadOptimizers:
                 for variable in variables:
                     seen[id(variable)] = variable
             shared.build(list(seen.values()))
-            self.optimizers = [shared]
+            self.optimizers = [make_loading_strict(shared)]
         else:
             self.optimizers = []
             for head in range(num_heads):
                 copy = make(self._head_learning_rate(head), f"{inner.name}_head_{head}")
                 copy.build(variables_per_head[head])
-                self.optimizers.append(copy)
+                self.optimizers.append(make_loading_strict(copy))
 
     def _base_learning_rate(self):
         return ops.cast(self._base.learning_rate, "float32")

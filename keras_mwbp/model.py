@@ -14,6 +14,7 @@ from keras_mwbp.backprop import rules
 from keras_mwbp.backprop import steps
 from keras_mwbp.graph import HeadGraph
 from keras_mwbp.head_optimizers import HeadOptimizers
+from keras_mwbp.head_optimizers import make_loading_strict
 
 NONFINITE_POLICIES = ("zero", "raise")
 
@@ -415,6 +416,7 @@ class MultiWayModel(keras.Model):
         return [_resolve_loss(loss, "loss") for _ in names]
 
     def _build_head_optimizers(self):
+        make_loading_strict(self.optimizer)
         if self._backprop not in methods.MULTIWAY_METHODS:
             self._head_optimizers = None
             if not self.optimizer.built:

@@ -75,3 +75,17 @@ def test_submodel_shares_weights():
             atol=1e-6,
         )
     assert "aux" not in [layer.name for layer in model.submodel(-1).layers]
+
+
+def test_mismatched_optimizer_state_is_an_error(tmp_path):
+    model, _, _, _ = _trained(tmp_path)
+    weights = tmp_path / "trained.weights.h5"
+    model.save_weights(weights)
+    other = tiny_models.conv_net()
+    other.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=tiny_models.LOGITS_LOSS,
+        share_optimizer_state=True,
+    )
+    with pytest.raises(ValueError, match="Failed to restore the state of optimizer"):
+        other.load_weights(weights)
