@@ -22,7 +22,8 @@ tf.config.set_logical_device_configuration(
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
     """Clears Keras's global state and seeds every generator for each test."""
-    keras.backend.clear_session()
+    # free_memory=False skips a full garbage collection, which took most of
+    # a second per test on a busy 2-core machine.
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
-    keras.backend.clear_session()
