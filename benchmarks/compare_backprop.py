@@ -27,11 +27,11 @@ Usage:
         --depth 56 --epochs 160
     python benchmarks/compare_backprop.py --report-only   # Markdown from cache
 
-Runs of one method and K share one model and one traced train function:
-before each run, the weights are set to those of a new model built with the
-run's seed, the optimizer variables are set back to their values after
-`compile`, and `model.nu` is assigned. The nu settings of one K therefore
-cost one trace, not one per setting and seed.
+Runs of one method and K share one model and one traced train function.
+Before each run, the weights are set to those of a new model built with the
+run's seed, and the optimizer variables get back their values from right
+after `compile`. Then `model.nu` is assigned. The nu settings of one K
+therefore cost one trace, not one per setting and seed.
 """
 
 import argparse
@@ -297,6 +297,7 @@ class StudyData:
     num_classes: int
     num_train: int
     num_test: int
+    native_shape: tuple = None
     train: object = None
     test: object = None
     data_dir: object = None
@@ -304,6 +305,8 @@ class StudyData:
 
     def fit_inputs(self, seed, batch_size):
         """Returns the `fit` arguments (x, y, batch_size, validation_data)."""
+        # NOTE: the CIFAR branch below was never run to the end, because no
+        # prepared CIFAR data was available where this script was written.
         if self.train is not None:
             return {
                 "x": self.train[0],
@@ -336,6 +339,7 @@ def load_study_data(args):
     """Loads the dataset named by `--dataset`, resized to `--image-size`."""
     if args.dataset in mwbp_data.ARRAY_DATASETS:
         (x_train, y_train), (x_test, y_test) = mwbp_data.load_arrays(args.dataset)
+        native_shape = tuple(x_train.shape[1:])
         x_train = _resize_images(x_train, args.image_size)
         x_test = _resize_images(x_test, args.image_size)
         return StudyData(
@@ -344,6 +348,7 @@ def load_study_data(args):
             num_classes=int(max(y_train.max(), y_test.max())) + 1,
             num_train=len(x_train),
             num_test=len(x_test),
+            native_shape=native_shape,
             train=(x_train, y_train),
             test=(x_test, y_test),
         )
@@ -652,9 +657,10 @@ def methods_section(args, cache, specs, plot_links):
     lines += [
         f"Test error in % after the last epoch, mean ± sample standard deviation over "
         f"seeds {args.seed_text}; K = {args.num_aux}, nu = {args.nu:g}. The last column "
-        "is the final head. Standard BP trains the auxiliary heads on features that "
-        "pass no gradient to the backbone, as the paper does to report the "
-        "intermediate models of a standard network.",
+        "is the final head. Under standard BP only the final loss trains the "
+        "backbone, and the auxiliary heads learn at the same time on features that "
+        "pass no gradient back. The paper instead trains those heads afterwards on "
+        "the frozen backbone.",
         "",
     ]
     lines += per_head_table(labels, available, depths)
@@ -687,7 +693,9 @@ def methods_comparison(results, ordered):
         "heads (layer 15: 50.35 % against 58.93-63.01 %, layer 25: 18.94 % against "
         "39.47-45.07 %) and by 0.24-0.55 points for the final head (5.53 % against "
         "5.77-6.08 %). Differences below the sum of the two standard deviations are "
-        "called within the seed spread here.",
+        "called within the seed spread here. The baselines are "
+        + ", ".join(METHOD_LABELS[m] for m in baselines)
+        + ".",
         "",
     ]
     mean, std = mwbp.mean(), mwbp.std()
@@ -699,9 +707,8 @@ def methods_comparison(results, ordered):
         if words == "lower than":
             wins += 1
         lines.append(
-            f"- Head {head} (depth {depth}): MW-BP {mean[head]:.2f} % is {words} the best "
-            f"of {', '.join(METHOD_LABELS[m] for m in baselines)}, "
-            f"{METHOD_LABELS[best_name]} with {best.mean()[head]:.2f} %."
+            f"- Head {head} (depth {depth}): MW-BP {mean[head]:.2f} % is {words} the "
+            f"lowest baseline, {METHOD_LABELS[best_name]} with {best.mean()[head]:.2f} %."
         )
     num_heads = len(mwbp.head_depths)
     agreement = "agrees with" if wins == num_heads else "differs from"
@@ -956,8 +963,10 @@ def report_header(args, study_data, cache, plan, command):
     ).boundaries
     shape = "x".join(str(s) for s in study_data.input_shape)
     resized = ""
-    if args.dataset in mwbp_data.ARRAY_DATASETS and args.image_size is not None:
-        resized = f", resized with area interpolation to {args.image_size}x{args.image_size}"
+    native = study_data.native_shape
+    if native is not None and tuple(native) != tuple(study_data.input_shape):
+        native_text = "x".join(str(s) for s in native[:2])
+        resized = f", downsampled from {native_text} with area interpolation"
     # The cache lists every invocation that trained; a --report-only call
     # adds none, so the commands shown are those that produced the numbers.
     commands = []
@@ -1121,8 +1130,13 @@ def finish_args(parser, args):
     bad = [k for k in args.num_aux_values if not 1 <= k < num_blocks]
     if bad:
         parser.error(f"invalid --num-aux-values {bad}: expected 1 to {num_blocks - 1}")
+
     if not args.seeds or any(s < 0 for s in args.seeds):
         parser.error("invalid --seeds: expected one or more non-negative integers")
+    for name in ("seeds", "nu_values", "num_aux_values", "methods", "adaptive"):
+        values = getattr(args, name)
+        if len(set(values)) != len(values):
+            parser.error(f"invalid --{name.replace('_', '-')} {values}: expected distinct values")
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"invalid --{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
@@ -1130,6 +1144,7 @@ def finish_args(parser, args):
         parser.error(f"invalid --bn-momentum {args.bn_momentum}: expected a value in [0, 1)")
     if args.nu < 0 or any(nu < 0 for nu in args.nu_values):
         parser.error("invalid nu: expected values >= 0")
+
     if args.image_size is None:
         args.image_size = DEFAULT_MNIST_IMAGE_SIZE if args.dataset == "mnist" else None
     elif args.image_size == 0:
@@ -1141,6 +1156,7 @@ def finish_args(parser, args):
             f"--dataset {args.dataset} needs --data-dir, the tensorflow-datasets folder "
             "with the prepared data (this script never downloads data)"
         )
+
     args.seed_text = ", ".join(str(s) for s in args.seeds)
     return args
 
@@ -1156,7 +1172,11 @@ def main(argv=None):
     start = time.perf_counter()
     LOGGER.info("start: %s on %s", command, describe_machine())
 
-    study_data = load_study_data(args)
+    try:
+        study_data = load_study_data(args)
+    except mwbp_data.DatasetNotAvailableError as error:
+        LOGGER.error("failed to load %s: %s", args.dataset, error)
+        return 2
     plan = plan_runs(args)
     cache = load_cache(args.cache)
     if not args.report_only:

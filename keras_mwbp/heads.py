@@ -34,6 +34,11 @@ DEFAULT_HEAD = "bn_relu_gap_fc"
 # 9.18 % CIFAR-10 error, against 5.53 % with 5 heads.
 MIN_HEAD_SPACING = 5
 
+# Moving-statistics momentum of a head's BatchNormalization: the PyTorch
+# default (momentum=0.1 there), as in the CIFAR ResNets, so that the moving
+# statistics follow the batch statistics within a short run.
+HEAD_BATCH_NORM_MOMENTUM = 0.9
+
 _GLOBAL_POOLING = {
     3: keras.layers.GlobalAveragePooling1D,
     4: keras.layers.GlobalAveragePooling2D,
@@ -116,7 +121,9 @@ def build_head(features, num_classes, head=DEFAULT_HEAD, name="head"):
     x = features
     for step in HEAD_LAYERS[head]:
         if step == "bn":
-            x = keras.layers.BatchNormalization(axis=channel_axis, name=f"{name}_bn")(x)
+            x = keras.layers.BatchNormalization(
+                axis=channel_axis, momentum=HEAD_BATCH_NORM_MOMENTUM, name=f"{name}_bn"
+            )(x)
         elif step == "relu":
             x = keras.layers.ReLU(name=f"{name}_relu")(x)
         elif step == "pool" and rank > 2:
@@ -290,8 +297,12 @@ def warn_if_heads_too_close(total_depth, num_aux, stacklevel):
         f"num_aux={num_aux} puts a head every tau={tau} weighted layers "
         f"(model depth {total_depth}). Heads closer than "
         f"{MIN_HEAD_SPACING} weighted layers apart tend to lower the "
-        "accuracy of the final head. Use num_aux <= "
-        f"{max_num_aux} for this depth.",
+        "accuracy of the final head. "
+        + (
+            f"Use num_aux <= {max_num_aux} for this depth."
+            if max_num_aux > 0
+            else "Use num_aux=0 (no auxiliary head) for this depth, or a deeper model."
+        ),
         stacklevel=stacklevel + 1,
     )
 

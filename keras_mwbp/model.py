@@ -525,13 +525,21 @@ class MultiWayModel(keras.Model):
             if width is None or width < 2:
                 continue
             low, high = int(labels.min()), int(labels.max())
-            if low < 0 or high >= width:
+            if low < 0:
+                raise ValueError(
+                    f"Labels out of range for head {head} "
+                    f"('{self.output_names[head]}'): class labels must be "
+                    f"integers in [0, {width - 1}], received a minimum of "
+                    f"{low}. Remap the labels to start at 0."
+                )
+            if high >= width:
                 raise ValueError(
                     f"Labels out of range for head {head} "
                     f"('{self.output_names[head]}'), which has {width} "
                     f"classes: expected integers in [0, {width - 1}], "
-                    f"received labels in [{low}, {high}]. Give the head "
-                    f"num_classes={high + 1} or remap the labels."
+                    f"received labels up to {high}. Build the heads with "
+                    f"{high + 1} output units (for example num_classes={high + 1} "
+                    "in resnet_cifar or attach_heads) or remap the labels."
                 )
 
     def fit(self, x=None, y=None, *args, **kwargs):
