@@ -112,11 +112,10 @@ def take_snapshot(variables):
 
     The forward pass of MW-BP must see the parameters as they were before
     any head's update, but a deep layer's forward read is not a data input
-    of a shallow head's update. Inside `tf.function`, only a control edge
-    orders that read before the update, and Grappler's dependency optimizer
-    (TensorFlow 2.21) was seen to reorder it, so deep layers computed their
-    stored features with already updated parameters. Values returned by
-    `_ordered_read` are tensors, immune to later writes.
+    of a shallow head's update, so inside `tf.function` only a control edge
+    orders the two. Such edges were seen not to hold for the live reads (see
+    `steps._apply`), so the forward pass reads these values instead: tensors
+    taken once, which later writes cannot change.
 
     Returns:
         A list of `(variable, value)` pairs.
