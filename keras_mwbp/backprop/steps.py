@@ -86,6 +86,9 @@ def _check_loss(loss, context, label):
 
 def _regularization_loss(variables):
     """Sums the weight regularization penalties of `variables`."""
+    # NOTE: only weight penalties (`kernel_regularizer` and the like) enter
+    # the losses here; activity regularizers and `add_loss` terms are logged
+    # by Keras but do not train the heads under these methods.
     penalties = [
         tf.cast(v.regularizer(v), tf.float32)
         for v in variables
