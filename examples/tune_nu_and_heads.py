@@ -46,6 +46,7 @@ from sklearn import model_selection
 
 from keras_mwbp import data
 from keras_mwbp import tuning
+from keras_mwbp import tuning_command
 
 keras.utils.set_random_seed(0)
 
@@ -143,14 +144,14 @@ the part that head i needs at inference.
 
 best_hp = tuner.get_best_hyperparameters(1)[0]
 best_model = tuner.get_best_models(1)[0]
-rows = tuning.evaluate_head_errors(
+rows = tuning_command.evaluate_head_errors(
     best_model, {"validation": (x_val, y_val), "test": (x_test, y_test)}
 )
 
 print()
 print(f"Best nu: {best_hp.get('nu'):g}")
 print(f"Best number of auxiliary heads K: {best_hp.get('num_aux')}")
-print(tuning.format_head_error_table(rows))
+print(tuning_command.format_head_error_table(rows))
 
 """
 ## What it prints

@@ -31,7 +31,7 @@ import keras_mwbp  # noqa: E402
 from keras_mwbp import data  # noqa: E402
 from keras_mwbp import export as export_module  # noqa: E402
 from keras_mwbp import training_recipe  # noqa: E402
-from keras_mwbp import tuning as tuning_module  # noqa: E402
+from keras_mwbp import tuning_command as tuning_command_module  # noqa: E402
 from keras_mwbp.backprop import methods  # noqa: E402
 from keras_mwbp.models import resnet_cifar  # noqa: E402
 
@@ -582,8 +582,8 @@ def build_parser():
         help="Search nu and the number of heads with KerasTuner.",
         description="Search nu and the number of auxiliary heads with KerasTuner.",
     )
-    tuning_module.add_tune_arguments(tune_parser)
-    tune_parser.set_defaults(run=tuning_module.tune_command)
+    tuning_command_module.add_tune_arguments(tune_parser)
+    tune_parser.set_defaults(run=tuning_command_module.tune_command)
     return parser
 
 

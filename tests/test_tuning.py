@@ -22,6 +22,7 @@ import pytest
 import keras_mwbp
 from keras_mwbp import data
 from keras_mwbp import tuning
+from keras_mwbp import tuning_command
 
 # ----------------------------------------------------------------------
 # Helpers.
@@ -490,8 +491,8 @@ def resnet14_digits_head_params():
 
 
 def make_tune_parser():
-    parser = argparse.ArgumentParser(prog="keras-mwbp tune", description=tuning.TUNE_DESCRIPTION)
-    return tuning.add_tune_arguments(parser)
+    parser = argparse.ArgumentParser(prog="keras-mwbp tune", description=tuning_command.TUNE_DESCRIPTION)
+    return tuning_command.add_tune_arguments(parser)
 
 
 def run_tune(argv):
@@ -559,12 +560,12 @@ def test_tune_prints_table_per_head(tmp_path):
     assert "1149 training and 288 validation images" in stdout
     assert "288 validation and 360 test digits images" in stdout
 
-    results = json.loads((output_dir / tuning.RESULTS_FILENAME).read_text())
+    results = json.loads((output_dir / tuning_command.RESULTS_FILENAME).read_text())
     assert results["best_hyperparameters"]["num_aux"] == 1
     assert results["best_hyperparameters"]["nu"] == float(best.group(1))
     assert len(results["heads"]) == 2
     assert results["objective"] == "val_best_head_accuracy"
-    assert (output_dir / tuning.MODEL_FILENAME).exists()
+    assert (output_dir / tuning_command.MODEL_FILENAME).exists()
     oracle = json.loads((output_dir / "oracle.json").read_text())
     assert len(oracle["tried_so_far"]) == 2
 
@@ -592,7 +593,7 @@ def test_tune_rejects_changed_settings(tmp_path):
     output_dir = tmp_path / "out"
     output_dir.mkdir()
     earlier = {"dataset": "digits", "depth": 20}
-    (output_dir / tuning.SETTINGS_FILENAME).write_text(json.dumps(earlier))
+    (output_dir / tuning_command.SETTINGS_FILENAME).write_text(json.dumps(earlier))
 
     code, _, stderr = run_tune(["--output-dir", str(output_dir)])
 
@@ -629,8 +630,8 @@ def test_tune_parser_defaults():
     assert args.dataset == "digits"
     assert args.tuner == "random"
     assert args.objective == "final"
-    assert args.run is tuning.tune_command
-    assert tuning._resolve_output_dir(args).as_posix() == (
+    assert args.run is tuning_command.tune_command
+    assert tuning_command._resolve_output_dir(args).as_posix() == (
         "saved_models/tune_digits_resnet14_random_final_seed0"
     )
 
@@ -645,10 +646,10 @@ DOCUMENTED_FUNCTIONS = [
     tuning.max_num_aux,
     tuning.summarize_head_accuracies,
     tuning.objective_for,
-    tuning.evaluate_head_errors,
-    tuning.format_head_error_table,
-    tuning.add_tune_arguments,
-    tuning.tune_command,
+    tuning_command.evaluate_head_errors,
+    tuning_command.format_head_error_table,
+    tuning_command.add_tune_arguments,
+    tuning_command.tune_command,
 ]
 
 
