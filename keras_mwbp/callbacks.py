@@ -299,8 +299,23 @@ class LossWeightLogger(_LossWeightCallback):
         return {}
 
 
+class _ScheduleConfig:
+    """Serializes the `schedule` argument of a scheduling callback."""
+
+    def get_config(self):
+        config = super().get_config()
+        config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="keras_mwbp")
-class NuScheduler(_LossWeightCallback):
+class NuScheduler(_ScheduleConfig, _LossWeightCallback):
     """Sets the loss-weight exponent nu at the start of every epoch.
 
     At `on_epoch_begin` the callback calls `schedule` and assigns the result
@@ -356,16 +371,6 @@ class NuScheduler(_LossWeightCallback):
         self.model.nu.assign(nu)
         self._print(epoch, f"setting nu to {nu}.")
 
-    def get_config(self):
-        config = super().get_config()
-        config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
-        return cls(**config)
 
 
 def _normalize_mode(mode):
@@ -588,7 +593,7 @@ def _validate_gammas(value, epoch, model, callback_name):
 
 
 @keras.saving.register_keras_serializable(package="keras_mwbp")
-class GammaScheduler(_LossWeightCallback):
+class GammaScheduler(_ScheduleConfig, _LossWeightCallback):
     """Sets explicit loss weights gamma at the start of every epoch.
 
     At `on_epoch_begin` the callback calls `schedule(epoch)` and assigns the
@@ -650,16 +655,6 @@ class GammaScheduler(_LossWeightCallback):
         self.model.fixed_loss_weights.assign(gammas.astype("float32"))
         self._print(epoch, f"setting gammas to {gammas.tolist()}.")
 
-    def get_config(self):
-        config = super().get_config()
-        config["schedule"] = keras.saving.serialize_keras_object(self.schedule)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_mwbp", name="DSNDecay")
