@@ -19,7 +19,7 @@ from keras_mwbp.backprop import methods
 
 @dataclasses.dataclass
 class StepContext:
-    """What one training step needs from the model.
+    """The inputs of one training step, taken from the model.
 
     Attributes:
         graph: The model's `HeadGraph`.
@@ -87,8 +87,8 @@ def _check_loss(loss, context, label):
 def _regularization_loss(variables):
     """Sums the weight regularization penalties of `variables`."""
     # NOTE: only weight penalties (`kernel_regularizer` and the like) enter
-    # the losses here; activity regularizers and `add_loss` terms are logged
-    # by Keras but do not train the heads under these methods.
+    # the losses here. Activity regularizers and `add_loss` terms are logged
+    # by Keras, but they do not train the heads under these methods.
     penalties = [
         tf.cast(v.regularizer(v), tf.float32)
         for v in variables
@@ -118,10 +118,9 @@ def _apply(optimizer, grads, variables, context, label):
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     # Every update of this head waits for all of its gradients. A layer's
     # live Jacobian reads its parameters to compute the gradient of the
-    # layers below it, and nothing else orders that read before the layer's
-    # own update: TensorFlow's automatic control edge between them was seen
-    # to be dropped in graph mode (TensorFlow 2.21, Grappler's dependency
-    # optimizer), so the read saw the already updated value.
+    # layers below it, and no data path orders that read before the layer's
+    # own update. In graph mode (TensorFlow 2.21) the automatic control edge
+    # between them did not hold, so the read saw the already updated value.
     with tf.control_dependencies(grads):
         optimizer.apply(grads, variables)
 
