@@ -29,6 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_mwbp  # noqa: E402
 from keras_mwbp import data  # noqa: E402
+from keras_mwbp._cli_types import comma_separated_names  # noqa: E402
 from keras_mwbp import export as export_module  # noqa: E402
 from keras_mwbp import training_recipe  # noqa: E402
 from keras_mwbp import tuning_command as tuning_command_module  # noqa: E402
@@ -127,14 +128,7 @@ def non_negative_float(text):
     return value
 
 
-def layer_names(text):
-    """Parse a comma-separated list of layer names."""
-    names = [name.strip() for name in text.split(",")]
-    if any(not name for name in names):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated layer names with no empty entry, received {text!r}"
-        )
-    return names
+layer_names = comma_separated_names("layer")
 
 
 def run_name(text):

@@ -26,6 +26,7 @@ import keras_mwbp
 from keras_mwbp import data as data_lib
 from keras_mwbp import export as export_lib
 from keras_mwbp import flops
+from keras_mwbp._cli_types import comma_separated_names
 from keras_mwbp.graph import HeadGraph
 
 DEFAULT_OUTPUT_DIR = os.path.join("saved_models", "report")
@@ -546,13 +547,7 @@ def plot_error_against_multiply_adds(rows, path):
 # Command line: `keras-mwbp report`.
 
 
-def _run_names(text):
-    names = [name.strip() for name in text.split(",")]
-    if any(not name for name in names):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated run names with no empty entry, received {text!r}"
-        )
-    return names
+_run_names = comma_separated_names("run")
 
 
 def _positive_int(text):

@@ -111,8 +111,8 @@ def take_snapshot(variables):
     """Reads the variables' values at the start of a multi-way step.
 
     The forward pass of MW-BP must see the parameters as they were before
-    any head's update, but a deep layer's forward read is not a data input
-    of a shallow head's update, so inside `tf.function` only a control edge
+    any head's update. A deep layer's forward read is not a data input of a
+    shallow head's update, so inside `tf.function` only a control edge
     orders the two. Such edges were seen not to hold for the live reads (see
     `steps._apply`), so the forward pass reads these values instead: tensors
     taken once, which later writes cannot change.
@@ -270,8 +270,8 @@ def _node_vjp(node, record, tape, output_cotangents, live):
 def _batch_norm_vjp(node, record, tape, cotangent, live):
     """Differentiates a split BatchNormalization node.
 
-    The normalization's Jacobian is taken on the tape at the stored input;
-    the scale gamma is the current value when `live`, else the value the
+    The normalization's Jacobian is taken on the tape at the stored input.
+    The scale gamma is the current value when `live`, else the value the
     forward pass read.
     """
     layer = node.layer

@@ -4,9 +4,10 @@ MW-BP takes every layer's local Jacobian at the layer's input stored by the
 shared forward pass, but at the parameters' current values. A layer without
 trainable parameters is differentiated on the shared tape (which also reuses
 any random mask, such as Dropout's). A layer with parameters is re-applied to
-its stored input with the current parameters under a local tape; in graph mode
+its stored input with the current parameters under a local tape. In graph mode
 the unused parts of that recomputation are pruned, so a convolution costs only
-its two backward convolutions.
+its two backward convolutions. BatchNormalization is split instead: its stored
+normalization is reused, and only the scale and shift use current values.
 """
 
 import threading
